@@ -1,0 +1,118 @@
+//! The `StreamJob` status written by the operator: conditions, the live version, one row per
+//! version.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the alias serves a caught-up version.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: a version is replaying or a swap is under way.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: something needs attention (failed version, sink outage, truncated log).
+pub const CONDITION_DEGRADED: &str = "Degraded";
+
+/// Observed state of a StreamJob.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The version the alias points to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_version: Option<String>,
+    /// Phase of `spec.version` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<VersionPhase>,
+    /// Consumer lag of `spec.version` in records (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// One row per version the operator still tracks.
+    #[serde(default)]
+    pub versions: Vec<VersionStatus>,
+}
+
+/// A status condition, shaped like `metav1.Condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Progressing` or `Degraded`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// The generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339 time of the last status change.
+    pub last_transition_time: String,
+    /// CamelCase machine-readable reason.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Condition truth values.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConditionStatus {
+    /// Holds.
+    True,
+    /// Does not hold.
+    False,
+    /// Not known yet.
+    Unknown,
+}
+
+/// Lifecycle phase of one job version.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum VersionPhase {
+    /// Accepted; workload not started yet.
+    Pending,
+    /// Replaying the retained log into its index.
+    Replaying,
+    /// Within the promotion thresholds; waiting for promotion.
+    CaughtUp,
+    /// The alias points to this version.
+    Live,
+    /// No longer live; engine kept warm for `retention.warmFor`.
+    Retiring,
+    /// Index kept for rollback; engine scaled to zero.
+    Retained,
+    /// Workload and (per deletion policy) index removed.
+    Deleted,
+    /// The engine failed or the replay was refused; never promoted.
+    Failed,
+    /// Was live, the alias was moved back to an older version.
+    RolledBack,
+}
+
+/// One row per version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    /// `spec.version` of this row.
+    pub version: String,
+    /// Its index, `<alias>-<version>`.
+    pub index: String,
+    /// Its phase.
+    pub phase: VersionPhase,
+    /// Total consumer lag in records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Event-time watermark (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// When its engine started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it first met the caught-up rule (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up_at: Option<String>,
+    /// Detail, e.g. why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
