@@ -59,11 +59,29 @@ pub fn parse_manifest(yaml: &str) -> Result<StreamJob, ManifestError> {
     check_header(&value)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        ManifestError::Shape {
-            path: if path == "." { String::new() } else { path },
-            message: e.into_inner().to_string(),
-        }
+        let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        ManifestError::Shape { path: field_path(path, &message), message }
     })
+}
+
+/// Points shape errors at the object the user has to edit: serde reports a missing field at the
+/// enclosing object (`spec.pipeline`) and an unknown one at the unknown key
+/// (`spec.pipeline.maxLatenes`); the fix is adding `spec.pipeline.maxLateness` in the first case
+/// and correcting a key of `spec.pipeline` in the second.
+fn field_path(path: String, message: &str) -> String {
+    let named = |prefix: &str| {
+        message.strip_prefix(prefix).and_then(|rest| rest.split_once('`')).map(|(name, _)| name)
+    };
+    if let Some(field) = named("missing field `") {
+        return if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    }
+    if let Some(field) = named("unknown field `") {
+        if let Some(parent) = path.strip_suffix(field).and_then(|p| p.strip_suffix('.')) {
+            return parent.to_string();
+        }
+    }
+    path
 }
 
 fn check_header(value: &serde_yaml::Value) -> Result<(), ManifestError> {

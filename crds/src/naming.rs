@@ -5,6 +5,16 @@ use crate::spec::StreamJobSpec;
 /// Prefix of every consumer group a job version uses.
 pub const CONSUMER_GROUP_PREFIX: &str = "kappa";
 
+/// Document field holding the window's start (RFC 3339), written by the engine.
+pub const WINDOW_START_FIELD: &str = "window_start";
+/// Document field holding the window's end (RFC 3339), written by the engine.
+pub const WINDOW_END_FIELD: &str = "window_end";
+/// Document field telling whether the window can still change, written by the engine.
+pub const FINAL_FIELD: &str = "final";
+/// Document fields the engine writes next to the group keys and aggregates; no aggregate or
+/// group key may use these names.
+pub const RESERVED_DOCUMENT_FIELDS: [&str; 3] = [WINDOW_START_FIELD, WINDOW_END_FIELD, FINAL_FIELD];
+
 /// The index a version writes: `<alias>-<version>`.
 ///
 /// ```

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::CustomResource;
 use schemars::JsonSchema;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::status::StreamJobStatus;
@@ -13,11 +14,27 @@ use crate::status::StreamJobStatus;
 pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h|d)$";
 /// Pattern for names that end up in index names, labels and consumer groups (RFC 1123 label).
 pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Longest `spec.version` / `spec.activeVersion`.
+pub const MAX_VERSION_LEN: usize = 40;
+/// Longest `spec.sink.elasticsearch.alias`.
+pub const MAX_ALIAS_LEN: usize = 200;
+/// Most aggregates per job. The bound also keeps the CRD's CEL rules within the API server's
+/// cost budget (an unbounded list makes the uniqueness rule too expensive to admit the CRD).
+pub const MAX_AGGREGATES: usize = 64;
+/// Longest aggregate name (it becomes an Elasticsearch field name).
+pub const MAX_AGGREGATE_NAME_LEN: usize = 64;
+/// Most `groupBy` keys per job (bounded for the same reason as [`MAX_AGGREGATES`]).
+pub const MAX_GROUP_BY_KEYS: usize = 16;
+/// Longest `groupBy` key.
+pub const MAX_FIELD_PATH_LEN: usize = 256;
 
 /// A stream job: one Kafka topic in, event-time windowed aggregation, one Elasticsearch alias out.
 ///
 /// Each `spec.version` replays the retained log into its own index `<alias>-<version>`; the alias
 /// moves to a version once it has caught up with the head of the log.
+// Every `printcolumn(...)` repeats `type_ = "string"`, which clippy takes for a duplicated
+// attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "kappa.dev",
@@ -38,7 +55,7 @@ pub struct StreamJobSpec {
     /// Version of the job's logic. A new value replays the retained log into a new index
     /// `<alias>-<version>`. Lowercase letters, digits and `-` (it becomes part of index and
     /// consumer-group names).
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = MAX_VERSION_LEN))]
     pub version: String,
     /// Where records come from.
     pub source: SourceSpec,
@@ -58,7 +75,7 @@ pub struct StreamJobSpec {
     /// Pins the alias to this version (rollback). It must be a version the job still retains.
     /// Unset: the newest caught-up version is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = MAX_VERSION_LEN))]
     pub active_version: Option<String>,
     /// What happens to the job's indexes when the StreamJob is deleted. Default `Retain`: data is
     /// never deleted unless asked for.
@@ -86,7 +103,7 @@ pub struct KafkaSource {
     pub topic: String,
     /// Where a new version starts reading: `earliest` (default), `latest`, or
     /// `{timestamp: "2024-01-01T00:00:00Z"}`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "StartFrom::is_unset")]
     #[schemars(schema_with = "crate::schema::start_from")]
     pub start_from: StartFrom,
     /// Extra librdkafka consumer properties (for example `fetch.max.bytes`). Credentials do not
@@ -102,7 +119,11 @@ pub struct KafkaSource {
 }
 
 /// Where a replay starts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+///
+/// Written as `earliest`, `latest` or `{timestamp: "2024-01-01T00:00:00Z"}`. Deserialized by
+/// hand (same shape as `#[serde(untagged)]`) so a mistake names the allowed forms instead of
+/// serde's "did not match any variant".
+#[derive(Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(untagged)]
 pub enum StartFrom {
     /// `earliest` or `latest`.
@@ -118,12 +139,68 @@ pub enum StartFrom {
     Unset,
 }
 
+/// The forms `startFrom` accepts, for error messages.
+pub const START_FROM_FORMS: &str =
+    "`earliest`, `latest` or `{timestamp: \"2024-01-01T00:00:00Z\"}` (an RFC 3339 instant)";
+
 impl StartFrom {
+    /// Whether the manifest left `startFrom` out.
+    pub fn is_unset(&self) -> bool {
+        matches!(self, StartFrom::Unset)
+    }
+
     /// The effective position: an unset value means earliest.
     pub fn or_earliest(&self) -> StartFrom {
         match self {
             StartFrom::Unset => StartFrom::Position(StartPosition::Earliest),
             other => other.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StartFrom {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StartFromVisitor)
+    }
+}
+
+struct StartFromVisitor;
+
+impl<'de> Visitor<'de> for StartFromVisitor {
+    type Value = StartFrom;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(START_FROM_FORMS)
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<StartFrom, E> {
+        match value {
+            "earliest" => Ok(StartFrom::Position(StartPosition::Earliest)),
+            "latest" => Ok(StartFrom::Position(StartPosition::Latest)),
+            other => Err(E::custom(format!(
+                "unknown start position {other:?}; write {START_FROM_FORMS}"
+            ))),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StartFrom, A::Error> {
+        let mut timestamp = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "timestamp" {
+                return Err(de::Error::custom(format!(
+                    "unknown field `{key}` in startFrom; write {START_FROM_FORMS}"
+                )));
+            }
+            if timestamp.is_some() {
+                return Err(de::Error::duplicate_field("timestamp"));
+            }
+            timestamp = Some(map.next_value::<String>()?);
+        }
+        match timestamp {
+            Some(timestamp) => Ok(StartFrom::Timestamp { timestamp }),
+            None => Err(de::Error::custom(format!(
+                "startFrom is an empty object; write {START_FROM_FORMS}"
+            ))),
         }
     }
 }
@@ -212,11 +289,12 @@ pub struct PipelineSpec {
     pub derived: BTreeMap<String, String>,
     /// Dotted field paths whose values form the group key (strings, numbers or booleans).
     #[serde(default)]
+    #[schemars(length(max = MAX_GROUP_BY_KEYS), inner(length(min = 1, max = MAX_FIELD_PATH_LEN)))]
     pub group_by: Vec<String>,
     /// Window shape.
     pub window: WindowSpec,
     /// Aggregates computed per window and group key.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = MAX_AGGREGATES))]
     pub aggregates: Vec<AggregateSpec>,
 }
 
@@ -284,7 +362,7 @@ pub struct HoppingSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AggregateSpec {
     /// Output field name.
-    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), length(max = MAX_AGGREGATE_NAME_LEN))]
     pub name: String,
     /// The aggregate function.
     pub op: AggregateOp,
@@ -320,6 +398,19 @@ pub enum AggregateOp {
 }
 
 impl AggregateOp {
+    /// The name as written in manifests, e.g. `approx_percentile`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateOp::Count => "count",
+            AggregateOp::Sum => "sum",
+            AggregateOp::Min => "min",
+            AggregateOp::Max => "max",
+            AggregateOp::Avg => "avg",
+            AggregateOp::ApproxDistinct => "approx_distinct",
+            AggregateOp::ApproxPercentile => "approx_percentile",
+        }
+    }
+
     /// Whether the op reads a field (all but `count`).
     pub fn needs_field(self) -> bool {
         !matches!(self, AggregateOp::Count)
@@ -346,7 +437,7 @@ pub struct ElasticsearchSink {
     #[schemars(regex(pattern = r"^https?://"))]
     pub url: String,
     /// The alias readers query; each version writes index `<alias>-<version>`.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"), length(max = 200))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"), length(max = MAX_ALIAS_LEN))]
     pub alias: String,
     /// Credentials: a Secret with `username`/`password` keys, or an `apiKey` key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
