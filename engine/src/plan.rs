@@ -1,0 +1,245 @@
+//! The compiled form of a job: slots, timestamp readers, CEL programs, window shape and
+//! aggregates, built once from a validated `StreamJob` and shared by every worker.
+
+use kappa_crds::duration::parse_duration_millis;
+use kappa_crds::{AggregateOp, SinkMode, StreamJob, TimeField, TimeFormat};
+
+use crate::aggregate::AggKind;
+use crate::cel::{self, Program};
+use crate::decode::{DecodeError, PathTree};
+use crate::fields::FieldTable;
+use crate::time::{parse_rfc3339, seconds_to_millis, EpochMillis};
+use crate::value::Value;
+use crate::window::WindowShape;
+
+/// Why a job could not be compiled. The manifest validation catches these first; this is the
+/// engine's own guard, naming the same field paths.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The manifest failed semantic validation.
+    #[error("invalid job:\n{0}")]
+    Invalid(String),
+    /// A CEL expression did not compile.
+    #[error("{path}: {source}")]
+    Cel {
+        /// Field path of the expression.
+        path: String,
+        /// The compiler's reason.
+        source: cel::CelError,
+    },
+}
+
+/// How to read one timestamp from a decoded record.
+#[derive(Debug, Clone)]
+pub struct TimeReader {
+    /// Dotted path, for error messages.
+    pub field: String,
+    /// Slot holding the raw value.
+    pub slot: usize,
+    /// Encoding.
+    pub format: TimeFormat,
+}
+
+impl TimeReader {
+    fn new(tf: &TimeField, fields: &mut FieldTable) -> Self {
+        Self { field: tf.field.clone(), slot: fields.slot_for_path(&tf.field), format: tf.format }
+    }
+
+    /// Reads the timestamp as epoch milliseconds.
+    #[inline]
+    pub fn read(&self, slots: &[Value<'_>]) -> Result<EpochMillis, DecodeError> {
+        let value = &slots[self.slot];
+        let bad = |text: &str| DecodeError::BadTimestamp {
+            field: self.field.clone(),
+            format: self.format_name(),
+            value: text.chars().take(64).collect(),
+        };
+        match (self.format, value) {
+            (_, Value::Missing | Value::Null) => Err(DecodeError::MissingField(self.field.clone())),
+            (TimeFormat::Rfc3339, Value::Str(s)) => parse_rfc3339(s.as_bytes()).map_err(|_| bad(s)),
+            (TimeFormat::EpochMillis, Value::Int(i)) => Ok(*i),
+            (TimeFormat::EpochMillis, Value::Float(f)) => {
+                seconds_to_millis(*f / 1_000.0).map_err(|_| bad(&f.to_string()))
+            }
+            (TimeFormat::EpochSeconds, Value::Int(i)) => {
+                i.checked_mul(1_000).ok_or_else(|| bad(&i.to_string()))
+            }
+            (TimeFormat::EpochSeconds, Value::Float(f)) => {
+                seconds_to_millis(*f).map_err(|_| bad(&f.to_string()))
+            }
+            (TimeFormat::EpochMillis | TimeFormat::EpochSeconds, Value::Str(s)) => {
+                let secs_per_unit = if self.format == TimeFormat::EpochMillis { 1e-3 } else { 1.0 };
+                s.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|n| seconds_to_millis(n * secs_per_unit).ok())
+                    .ok_or_else(|| bad(s))
+            }
+            (_, other) => Err(DecodeError::WrongType {
+                field: self.field.clone(),
+                expected: self.expected_type(),
+                found: other.type_name(),
+            }),
+        }
+    }
+
+    fn format_name(&self) -> &'static str {
+        match self.format {
+            TimeFormat::Rfc3339 => "RFC 3339",
+            TimeFormat::EpochMillis => "epochMillis",
+            TimeFormat::EpochSeconds => "epochSeconds",
+        }
+    }
+
+    fn expected_type(&self) -> &'static str {
+        match self.format {
+            TimeFormat::Rfc3339 => "an RFC 3339 string",
+            _ => "a number",
+        }
+    }
+}
+
+/// One aggregate of the job.
+#[derive(Debug)]
+pub struct AggregatePlan {
+    /// Output field name.
+    pub name: String,
+    /// Function.
+    pub kind: AggKind,
+    /// Input slot (none for `count`).
+    pub field: Option<(String, usize)>,
+    /// Optional `where` condition.
+    pub condition: Option<Program>,
+}
+
+/// A derived field: a slot computed by a CEL program.
+#[derive(Debug)]
+pub struct DerivedPlan {
+    /// Field name.
+    pub name: String,
+    /// Slot it fills.
+    pub slot: usize,
+    /// Expression.
+    pub program: Program,
+}
+
+/// The compiled job.
+#[derive(Debug)]
+pub struct JobPlan {
+    /// Job name (part of every document id).
+    pub job: String,
+    /// Job version.
+    pub version: String,
+    /// Slots.
+    pub fields: FieldTable,
+    /// The record paths to extract.
+    pub paths: PathTree,
+    /// Event time.
+    pub event_time: TimeReader,
+    /// Log time from the record; `None` means the source's record timestamp.
+    pub log_time: Option<TimeReader>,
+    /// Lateness bound in milliseconds.
+    pub max_lateness_ms: i64,
+    /// Derived fields, in declaration order.
+    pub derived: Vec<DerivedPlan>,
+    /// Filter.
+    pub filter: Option<Program>,
+    /// Group-by keys: output name and slot.
+    pub group_by: Vec<(String, usize)>,
+    /// Window shape.
+    pub window: WindowShape,
+    /// Aggregates, in output order.
+    pub aggregates: Vec<AggregatePlan>,
+    /// Sink mode.
+    pub mode: SinkMode,
+    /// Fingerprint of the logic (snapshots from another logic are refused).
+    pub fingerprint: u64,
+}
+
+impl JobPlan {
+    /// Validates `job` and compiles it.
+    pub fn compile(job: &StreamJob) -> Result<Self, PlanError> {
+        let errors = kappa_crds::validate(job);
+        if !errors.is_empty() {
+            let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            return Err(PlanError::Invalid(text));
+        }
+        let spec = &job.spec;
+        let p = &spec.pipeline;
+        let mut fields = FieldTable::new();
+        let compile = |src: &str, path: String, fields: &mut FieldTable| {
+            cel::compile(src, fields).map_err(|source| PlanError::Cel { path, source })
+        };
+
+        // Derived names are declared first so expressions that mention them read the slot.
+        let slots: Vec<usize> = p.derived.keys().map(|n| fields.declare_derived(n)).collect();
+        let mut derived = Vec::new();
+        for ((name, src), slot) in p.derived.iter().zip(slots) {
+            let program = compile(src, format!("spec.pipeline.derived.{name}"), &mut fields)?;
+            derived.push(DerivedPlan { name: name.clone(), slot, program });
+        }
+        let filter = p
+            .filter
+            .as_deref()
+            .map(|src| compile(src, "spec.pipeline.filter".into(), &mut fields))
+            .transpose()?;
+        let event_time = TimeReader::new(&p.event_time, &mut fields);
+        let log_time = p.log_time.as_ref().map(|tf| TimeReader::new(tf, &mut fields));
+        let group_by = p.group_by.iter().map(|k| (k.clone(), fields.slot_for_path(k))).collect();
+        let mut aggregates = Vec::new();
+        for (i, a) in p.aggregates.iter().enumerate() {
+            let kind = match a.op {
+                AggregateOp::Count => AggKind::Count,
+                AggregateOp::Sum => AggKind::Sum,
+                AggregateOp::Min => AggKind::Min,
+                AggregateOp::Max => AggKind::Max,
+                AggregateOp::Avg => AggKind::Avg,
+                AggregateOp::ApproxDistinct => AggKind::ApproxDistinct,
+                AggregateOp::ApproxPercentile => {
+                    AggKind::ApproxPercentile(a.percentile.unwrap_or(0.5))
+                }
+            };
+            let field = a.field.as_ref().map(|f| (f.clone(), fields.slot_for_path(f)));
+            let condition = a
+                .where_
+                .as_deref()
+                .map(|src| {
+                    compile(src, format!("spec.pipeline.aggregates[{i}].where"), &mut fields)
+                })
+                .transpose()?;
+            aggregates.push(AggregatePlan { name: a.name.clone(), kind, field, condition });
+        }
+        let millis = |text: &str| parse_duration_millis(text).expect("validated duration");
+        let window = match (&p.window.tumbling, &p.window.hopping) {
+            (Some(size), _) => WindowShape::tumbling(millis(size)),
+            (None, Some(h)) => WindowShape::hopping(millis(&h.size), millis(&h.slide)),
+            (None, None) => unreachable!("validation requires a window"),
+        };
+        let fingerprint = {
+            let logic =
+                serde_json::to_vec(&(&spec.pipeline, &spec.sink.mode)).expect("spec serializes");
+            xxhash_rust::xxh3::xxh3_64(&logic)
+        };
+        Ok(Self {
+            job: job.metadata.name.clone().unwrap_or_default(),
+            version: spec.version.clone(),
+            paths: PathTree::from_fields(&fields),
+            fields,
+            event_time,
+            log_time,
+            max_lateness_ms: millis(&p.max_lateness),
+            derived,
+            filter,
+            group_by,
+            window,
+            aggregates,
+            mode: spec.sink.mode,
+            fingerprint,
+        })
+    }
+
+    /// Number of slots a decoded record has.
+    pub fn slot_count(&self) -> usize {
+        self.fields.len()
+    }
+}

@@ -1,0 +1,169 @@
+//! The streaming processor: one job version's state machine over an interleaved multi-partition
+//! log. It owns the open windows, per-partition positions and log-time progress, and produces
+//! documents on flush. No I/O: sources and sinks drive it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kappa_crds::SinkMode;
+
+use crate::output::WindowDoc;
+use crate::plan::JobPlan;
+use crate::state::{Snapshot, SnapshotError};
+use crate::store::{Counters, Outcome, WindowEntry, WindowStore};
+use crate::time::EpochMillis;
+use crate::value::Value;
+use crate::window::LogProgress;
+
+/// A stream processor for one job version.
+#[derive(Debug)]
+pub struct Processor {
+    plan: Arc<JobPlan>,
+    store: WindowStore,
+    progress: LogProgress,
+    positions: BTreeMap<u32, i64>,
+}
+
+impl Processor {
+    /// A processor with no state.
+    pub fn new(plan: Arc<JobPlan>) -> Self {
+        Self {
+            plan,
+            store: WindowStore::new(),
+            progress: LogProgress::default(),
+            positions: BTreeMap::new(),
+        }
+    }
+
+    /// The compiled job.
+    pub fn plan(&self) -> &Arc<JobPlan> {
+        &self.plan
+    }
+
+    /// Declares an assigned partition: it holds finality back until it has progress.
+    pub fn assign(&mut self, partition: u32) {
+        self.progress.assign(partition);
+    }
+
+    /// Processes the record at `offset` of `partition`. `source_log_time` is the source's record
+    /// timestamp. A record below the partition's position was already processed (re-delivery
+    /// after a restore) and is skipped: `None`.
+    pub fn process(
+        &mut self,
+        partition: u32,
+        offset: i64,
+        source_log_time: Option<EpochMillis>,
+        line: &[u8],
+    ) -> Option<Outcome> {
+        let next = self.positions.entry(partition).or_insert(0);
+        if offset < *next {
+            return None;
+        }
+        *next = offset + 1;
+        let mut slots: Vec<Value<'_>> = Vec::with_capacity(self.plan.slot_count());
+        let (outcome, log_time) = self.store.process(&self.plan, line, source_log_time, &mut slots);
+        if let Some(t) = log_time {
+            self.progress.observe(partition, t);
+        }
+        Some(outcome)
+    }
+
+    /// Marks a partition idle: it stops holding finality back until its next record.
+    pub fn mark_idle(&mut self, partition: u32) {
+        self.progress.mark_idle(partition);
+    }
+
+    /// Marks a partition ended (bounded input).
+    pub fn mark_ended(&mut self, partition: u32) {
+        self.progress.mark_ended(partition);
+    }
+
+    /// The documents to write now. Update mode: every window changed since the last flush
+    /// (`final: false`) and every window that became final (`final: true`, then evicted).
+    /// Append mode: only the windows that became final.
+    pub fn flush(&mut self) -> Vec<WindowDoc> {
+        let finals = match self.progress.watermark() {
+            Some(wm) => self.store.take_final(&self.plan, wm),
+            None => Vec::new(),
+        };
+        let changed = self.store.take_changed();
+        let mut docs = Vec::with_capacity(finals.len() + changed.len());
+        if self.plan.mode == SinkMode::Update {
+            docs.extend(changed.iter().map(|e| WindowDoc::build(&self.plan, e, false)));
+        }
+        docs.extend(finals.iter().map(|e| WindowDoc::build(&self.plan, e, true)));
+        docs
+    }
+
+    /// Every open window as a document, with `final` as of the current watermark.
+    pub fn open_documents(&self) -> Vec<WindowDoc> {
+        let wm = self.progress.watermark();
+        self.store
+            .open_windows()
+            .map(|e| {
+                let fin = wm.is_some_and(|w| {
+                    self.plan.window.is_final(e.start, self.plan.max_lateness_ms, w)
+                });
+                WindowDoc::build(&self.plan, &e, fin)
+            })
+            .collect()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> Counters {
+        self.store.counters
+    }
+
+    /// Log-time progress.
+    pub fn progress(&self) -> &LogProgress {
+        &self.progress
+    }
+
+    /// Next offset per partition.
+    pub fn positions(&self) -> &BTreeMap<u32, i64> {
+        &self.positions
+    }
+
+    /// Number of open windows.
+    pub fn open_windows(&self) -> usize {
+        self.store.len()
+    }
+
+    /// The restorable state.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut windows: Vec<_> =
+            self.store.open_windows().map(|e| (e.start, e.key, e.state)).collect();
+        windows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        Snapshot {
+            positions: self.positions.clone(),
+            progress: self.progress.clone(),
+            final_through: self.store.final_through(),
+            counters: self.store.counters,
+            windows,
+        }
+    }
+
+    /// A processor resumed from `snapshot`.
+    pub fn restore(plan: Arc<JobPlan>, snapshot: Snapshot) -> Self {
+        let mut store = WindowStore::new();
+        for (start, key, state) in snapshot.windows {
+            store.merge_entry(&plan, WindowEntry { start, key, state });
+        }
+        store.set_final_through(snapshot.final_through);
+        store.counters = snapshot.counters;
+        // Restored windows are not "changed": the sink already has them up to the snapshot.
+        let _ = store.take_changed();
+        Self { plan, store, progress: snapshot.progress, positions: snapshot.positions }
+    }
+
+    /// Encodes [`Self::snapshot`] in the binary format.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        self.snapshot().encode(self.plan.fingerprint)
+    }
+
+    /// Restores from bytes written by [`Self::snapshot_bytes`].
+    pub fn restore_bytes(plan: Arc<JobPlan>, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let snap = Snapshot::decode(bytes, plan.fingerprint)?;
+        Ok(Self::restore(plan, snap))
+    }
+}

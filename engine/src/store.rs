@@ -1,0 +1,429 @@
+//! The window store: evaluates records against the plan and folds them into per-window,
+//! per-key aggregate states; hands out changed and final windows.
+//!
+//! A record is folded whole or not at all: every check that can refuse it (decoding, lateness,
+//! filter, group key, aggregate inputs, window finality) runs before the first state changes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::AggState;
+use crate::decode::{decode_into, DecodeError};
+use crate::key::{encode_key, KeyInterner, KeyValue};
+use crate::plan::JobPlan;
+use crate::time::EpochMillis;
+use crate::value::Value;
+
+/// Why a record went to the dead-letter output.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeadReason {
+    /// It could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A filter, derived field or `where` expression failed on it.
+    #[error("{path}: {message}")]
+    Expression {
+        /// Field path of the expression in the job.
+        path: String,
+        /// The evaluation error.
+        message: String,
+    },
+    /// An aggregate input has the wrong type.
+    #[error("aggregate `{aggregate}`: {message}")]
+    AggregateInput {
+        /// Aggregate name.
+        aggregate: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A groupBy field holds an object or array.
+    #[error("groupBy field `{field}` must be a string, number, boolean or null, found {found}")]
+    GroupKey {
+        /// Dotted path.
+        field: String,
+        /// Its type.
+        found: &'static str,
+    },
+    /// The record is within lateness, but its window was already final: its partition's log time
+    /// went backwards (see [`crate::window`]).
+    #[error("window starting at {window_start} ms was already final (log time went backwards on this partition)")]
+    WindowFinal {
+        /// Start of the final window.
+        window_start: EpochMillis,
+    },
+}
+
+impl DeadReason {
+    /// Stable reason code for headers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeadReason::Decode(d) => d.code(),
+            DeadReason::Expression { .. } => "expression_error",
+            DeadReason::AggregateInput { .. } => "wrong_type",
+            DeadReason::GroupKey { .. } => "wrong_type",
+            DeadReason::WindowFinal { .. } => "window_final",
+        }
+    }
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Folded into its windows.
+    Folded,
+    /// Excluded by the filter.
+    Filtered,
+    /// Dropped: `log_time - event_time > maxLateness`.
+    Late,
+    /// Sent to the dead-letter output.
+    Dead(DeadReason),
+}
+
+/// Aggregate state of one window and key. `records` is the number of records folded in: it
+/// only grows, and it is the document's external version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowState {
+    /// Records folded in.
+    pub records: u64,
+    /// One state per aggregate, in plan order.
+    pub aggs: Box<[AggState]>,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl WindowState {
+    fn new(plan: &JobPlan) -> Self {
+        Self {
+            records: 0,
+            aggs: plan.aggregates.iter().map(|a| AggState::new(&a.kind)).collect(),
+            dirty: false,
+        }
+    }
+
+    /// Merges another partial state of the same window and key.
+    pub fn merge(&mut self, other: &WindowState) {
+        self.records += other.records;
+        for (a, b) in self.aggs.iter_mut().zip(other.aggs.iter()) {
+            a.merge(b);
+        }
+    }
+}
+
+/// Identifies a window of a key: (window start, key id).
+pub type WindowKey = (EpochMillis, u32);
+
+/// One window's key values and state, handed out of the store.
+#[derive(Debug, Clone)]
+pub struct WindowEntry {
+    /// Window start.
+    pub start: EpochMillis,
+    /// Group key values.
+    pub key: Box<[KeyValue]>,
+    /// Aggregate state.
+    pub state: WindowState,
+}
+
+/// Counters of one store (merged across workers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Records read.
+    pub records_in: u64,
+    /// Records folded.
+    pub folded: u64,
+    /// Records excluded by the filter.
+    pub filtered: u64,
+    /// Records dropped as late.
+    pub late: u64,
+    /// Records dead-lettered.
+    pub dead: u64,
+}
+
+impl Counters {
+    /// Adds another set of counters.
+    pub fn add(&mut self, o: &Counters) {
+        self.records_in += o.records_in;
+        self.folded += o.folded;
+        self.filtered += o.filtered;
+        self.late += o.late;
+        self.dead += o.dead;
+    }
+
+    fn count(&mut self, outcome: &Outcome) {
+        self.records_in += 1;
+        match outcome {
+            Outcome::Folded => self.folded += 1,
+            Outcome::Filtered => self.filtered += 1,
+            Outcome::Late => self.late += 1,
+            Outcome::Dead(_) => self.dead += 1,
+        }
+    }
+}
+
+/// Open windows of a job (or of one worker's share of the input).
+#[derive(Debug, Default)]
+pub struct WindowStore {
+    keys: KeyInterner,
+    windows: hashbrown::HashMap<WindowKey, WindowState>,
+    by_start: BTreeMap<EpochMillis, Vec<u32>>,
+    dirty: Vec<WindowKey>,
+    /// Watermark of the last eviction: windows final at it are gone.
+    final_through: Option<EpochMillis>,
+    key_buf: Vec<u8>,
+    include: Vec<bool>,
+    /// Counters since creation.
+    pub counters: Counters,
+}
+
+impl WindowStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes and folds one record. `source_log_time` is the source's record timestamp (used
+    /// when the job has no `logTime` field). Returns the outcome and the record's log time when
+    /// it could be read (for progress tracking).
+    pub fn process<'d>(
+        &mut self,
+        plan: &JobPlan,
+        line: &'d [u8],
+        source_log_time: Option<EpochMillis>,
+        slots: &mut Vec<Value<'d>>,
+    ) -> (Outcome, Option<EpochMillis>) {
+        let (outcome, log_time) = self.evaluate(plan, line, source_log_time, slots);
+        self.counters.count(&outcome);
+        (outcome, log_time)
+    }
+
+    fn evaluate<'d>(
+        &mut self,
+        plan: &JobPlan,
+        line: &'d [u8],
+        source_log_time: Option<EpochMillis>,
+        slots: &mut Vec<Value<'d>>,
+    ) -> (Outcome, Option<EpochMillis>) {
+        if let Err(e) = decode_into(&plan.paths, line, slots, plan.slot_count()) {
+            return (Outcome::Dead(e.into()), None);
+        }
+        let log_time = match &plan.log_time {
+            Some(reader) => match reader.read(slots) {
+                Ok(t) => t,
+                Err(e) => return (Outcome::Dead(e.into()), None),
+            },
+            None => match source_log_time {
+                Some(t) => t,
+                None => {
+                    let e = DecodeError::MissingField("<record timestamp>".into());
+                    return (Outcome::Dead(e.into()), None);
+                }
+            },
+        };
+        let outcome = match self.fold(plan, slots, log_time) {
+            Ok(o) | Err(o) => o,
+        };
+        (outcome, Some(log_time))
+    }
+
+    fn fold(
+        &mut self,
+        plan: &JobPlan,
+        slots: &mut [Value<'_>],
+        log_time: EpochMillis,
+    ) -> Result<Outcome, Outcome> {
+        let dead = |r: DeadReason| Outcome::Dead(r);
+        let event_time = plan.event_time.read(slots).map_err(|e| dead(e.into()))?;
+        if log_time.saturating_sub(event_time) > plan.max_lateness_ms {
+            return Ok(Outcome::Late);
+        }
+        for d in &plan.derived {
+            let v = d.program.eval(slots).map_err(|e| {
+                dead(DeadReason::Expression {
+                    path: format!("spec.pipeline.derived.{}", d.name),
+                    message: e.to_string(),
+                })
+            })?;
+            slots[d.slot] = v;
+        }
+        if let Some(filter) = &plan.filter {
+            let keep = filter.eval_bool(slots).map_err(|e| {
+                dead(DeadReason::Expression {
+                    path: "spec.pipeline.filter".into(),
+                    message: e.to_string(),
+                })
+            })?;
+            if !keep {
+                return Ok(Outcome::Filtered);
+            }
+        }
+        encode_key(plan.group_by.iter().map(|(_, s)| &slots[*s]), &mut self.key_buf).map_err(
+            |i| {
+                let (field, slot) = &plan.group_by[i];
+                dead(DeadReason::GroupKey { field: field.clone(), found: slots[*slot].type_name() })
+            },
+        )?;
+        self.include.clear();
+        for (i, a) in plan.aggregates.iter().enumerate() {
+            let included = match &a.condition {
+                None => true,
+                Some(c) => c.eval_bool(slots).map_err(|e| {
+                    dead(DeadReason::Expression {
+                        path: format!("spec.pipeline.aggregates[{i}].where"),
+                        message: e.to_string(),
+                    })
+                })?,
+            };
+            if included {
+                if let Some((field, slot)) = &a.field {
+                    a.kind.check_input(&slots[*slot]).map_err(|e| {
+                        dead(DeadReason::AggregateInput {
+                            aggregate: a.name.clone(),
+                            message: format!("field `{field}`: {e}"),
+                        })
+                    })?;
+                }
+            }
+            self.include.push(included);
+        }
+        if let Some(through) = self.final_through {
+            if let Some(start) = plan
+                .window
+                .windows_of(event_time)
+                .find(|&s| plan.window.is_final(s, plan.max_lateness_ms, through))
+            {
+                return Err(dead(DeadReason::WindowFinal { window_start: start }));
+            }
+        }
+        let key_id = self.keys.intern(&self.key_buf, || {
+            plan.group_by
+                .iter()
+                .map(|(_, s)| KeyValue::from_value(&slots[*s]).expect("checked by encode_key"))
+                .collect()
+        });
+        for start in plan.window.windows_of(event_time) {
+            let state = match self.windows.get_mut(&(start, key_id)) {
+                Some(s) => s,
+                None => {
+                    self.by_start.entry(start).or_default().push(key_id);
+                    self.windows.entry((start, key_id)).or_insert_with(|| WindowState::new(plan))
+                }
+            };
+            state.records += 1;
+            for ((agg, plan_agg), &included) in
+                state.aggs.iter_mut().zip(&plan.aggregates).zip(&self.include)
+            {
+                if included {
+                    let value =
+                        plan_agg.field.as_ref().map_or(&Value::Missing, |(_, s)| &slots[*s]);
+                    agg.update(value).expect("input checked before folding");
+                }
+            }
+            if !state.dirty {
+                state.dirty = true;
+                self.dirty.push((start, key_id));
+            }
+        }
+        Ok(Outcome::Folded)
+    }
+
+    /// Removes and returns every window that is final at `watermark`, oldest first.
+    pub fn take_final(&mut self, plan: &JobPlan, watermark: EpochMillis) -> Vec<WindowEntry> {
+        self.final_through = Some(self.final_through.map_or(watermark, |t| t.max(watermark)));
+        let mut out = Vec::new();
+        while let Some((&start, _)) = self.by_start.first_key_value() {
+            if !plan.window.is_final(start, plan.max_lateness_ms, watermark) {
+                break;
+            }
+            let (_, key_ids) = self.by_start.pop_first().expect("non-empty");
+            for id in key_ids {
+                if let Some(state) = self.windows.remove(&(start, id)) {
+                    out.push(WindowEntry { start, key: self.keys.key(id).into(), state });
+                }
+            }
+        }
+        out
+    }
+
+    /// Returns a copy of every window changed since the last call (still open ones).
+    pub fn take_changed(&mut self) -> Vec<WindowEntry> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for wk in std::mem::take(&mut self.dirty) {
+            if let Some(state) = self.windows.get_mut(&wk) {
+                state.dirty = false;
+                out.push(WindowEntry {
+                    start: wk.0,
+                    key: self.keys.key(wk.1).into(),
+                    state: state.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Every open window (copied), in no particular order.
+    pub fn open_windows(&self) -> impl Iterator<Item = WindowEntry> + '_ {
+        self.windows.iter().map(|(&(start, id), state)| WindowEntry {
+            start,
+            key: self.keys.key(id).into(),
+            state: state.clone(),
+        })
+    }
+
+    /// Removes every open window.
+    pub fn drain(&mut self) -> Vec<WindowEntry> {
+        self.by_start.clear();
+        self.dirty.clear();
+        let keys = &self.keys;
+        self.windows
+            .drain()
+            .map(|((start, id), state)| WindowEntry { start, key: keys.key(id).into(), state })
+            .collect()
+    }
+
+    /// Merges a window (from another worker or a snapshot) into this store.
+    pub fn merge_entry(&mut self, plan: &JobPlan, entry: WindowEntry) {
+        let mut buf = Vec::new();
+        let values: Vec<Value<'_>> = entry.key.iter().map(key_to_value).collect();
+        encode_key(values.iter(), &mut buf).expect("stored keys are scalars");
+        let id = self.keys.intern(&buf, || entry.key.clone());
+        match self.windows.get_mut(&(entry.start, id)) {
+            Some(s) => s.merge(&entry.state),
+            None => {
+                self.by_start.entry(entry.start).or_default().push(id);
+                let mut state = WindowState::new(plan);
+                state.merge(&entry.state);
+                self.windows.insert((entry.start, id), state);
+            }
+        }
+    }
+
+    /// Watermark of the last eviction.
+    pub fn final_through(&self) -> Option<EpochMillis> {
+        self.final_through
+    }
+
+    /// Restores the eviction watermark (after a snapshot restore).
+    pub fn set_final_through(&mut self, through: Option<EpochMillis>) {
+        self.final_through = through;
+    }
+
+    /// Number of open windows.
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Whether no window is open.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+fn key_to_value(k: &KeyValue) -> Value<'_> {
+    match k {
+        KeyValue::Null => Value::Null,
+        KeyValue::Bool(b) => Value::Bool(*b),
+        KeyValue::Int(i) => Value::Int(*i),
+        KeyValue::Float(f) => Value::Float(*f),
+        KeyValue::Str(s) => Value::Str(std::borrow::Cow::Borrowed(s)),
+    }
+}
