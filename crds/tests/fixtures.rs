@@ -124,3 +124,22 @@ fn start_from_forms_keep_their_shape() {
     let err = load_manifest(&with("{timestamp: 1704067200000}")).unwrap_err();
     assert_eq!(err.field_errors()[0].path, "spec.source.kafka.startFrom.timestamp", "{err}");
 }
+
+#[test]
+fn examples_are_the_valid_fixtures() {
+    // examples/ is what users copy; the fixtures are what the tests pin. They must not drift.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for name in ["tx-stats.yaml", "page-views.yaml"] {
+        let example = kappa_crds::load_manifest(&read(&examples.join(name)))
+            .unwrap_or_else(|e| panic!("examples/{name}: {e}"));
+        let fixture = kappa_crds::load_manifest(&read(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid").join(name),
+        ))
+        .unwrap();
+        assert_eq!(
+            (&example.metadata.name, &example.spec),
+            (&fixture.metadata.name, &fixture.spec),
+            "examples/{name} differs from crds/fixtures/valid/{name}"
+        );
+    }
+}

@@ -166,6 +166,8 @@ pub fn replay_files(
         bytes_total += meta.len();
     }
     let (report_tx, report_rx) = unbounded::<Report>();
+    // Chunk buffers go back to the reader once processed: no large allocation per chunk.
+    let (free_tx, free_rx) = unbounded::<Vec<u8>>();
     let mut task_txs = Vec::new();
     let mut workers = Vec::new();
     for w in 0..threads {
@@ -173,7 +175,8 @@ pub fn replay_files(
         task_txs.push(tx);
         let plan = Arc::clone(&plan);
         let report = report_tx.clone();
-        workers.push(thread::spawn(move || worker(w, &plan, &rx, &report)));
+        let free = free_tx.clone();
+        workers.push(thread::spawn(move || worker(w, &plan, &rx, &report, &free)));
     }
     let reader = {
         let inputs = inputs.to_vec();
@@ -181,7 +184,7 @@ pub fn replay_files(
         let report = report_tx.clone();
         let chunk_bytes = options.chunk_bytes.max(1024);
         thread::spawn(move || {
-            if let Err(e) = read_partitions(&inputs, chunk_bytes, &txs, &report) {
+            if let Err(e) = read_partitions(&inputs, chunk_bytes, &txs, &report, &free_rx) {
                 let _ = report.send(Report::ReadFailed(e));
             }
         })
@@ -285,12 +288,19 @@ pub fn replay_files(
     Ok(ReplayReport { documents, counters, progress })
 }
 
-fn worker(index: usize, plan: &JobPlan, tasks: &Receiver<Task>, report: &Sender<Report>) {
+fn worker(
+    index: usize,
+    plan: &JobPlan,
+    tasks: &Receiver<Task>,
+    report: &Sender<Report>,
+    free: &Sender<Vec<u8>>,
+) {
     let mut store = crate::store::WindowStore::new();
     for task in tasks {
         match task {
             Task::Chunk(chunk) => {
                 let done = process_chunk(plan, &mut store, &chunk);
+                let _ = free.send(chunk.data);
                 if report.send(done).is_err() {
                     return;
                 }
@@ -355,6 +365,7 @@ fn read_partitions(
     chunk_bytes: usize,
     txs: &[Sender<Task>],
     report: &Sender<Report>,
+    free: &Receiver<Vec<u8>>,
 ) -> Result<(), ReplayError> {
     struct Open {
         partition: u32,
@@ -383,26 +394,25 @@ fn read_partitions(
         let mut i = 0;
         while i < open.len() {
             let o = &mut open[i];
-            let mut data = std::mem::take(&mut o.carry);
+            let mut data = free.try_recv().unwrap_or_default();
+            data.clear();
+            data.extend_from_slice(&o.carry);
+            o.carry.clear();
             let filled = data.len();
-            data.resize(filled + chunk_bytes, 0);
-            let mut n = filled;
-            while n < data.len() {
-                let read = o
-                    .file
-                    .read(&mut data[n..])
+            // `take` + `read_to_end` reads into spare capacity: no zero-filling of the buffer.
+            let n = filled
+                + (&mut o.file)
+                    .take(chunk_bytes as u64)
+                    .read_to_end(&mut data)
                     .map_err(|source| ReplayError::Read { path: o.path.clone(), source })?;
-                if read == 0 {
-                    break;
-                }
-                n += read;
-            }
-            data.truncate(n);
             let eof = n < filled + chunk_bytes;
             if !eof {
                 // Keep the partial last line for the next chunk.
                 match memchr::memrchr(b'\n', &data) {
-                    Some(last) => o.carry = data.split_off(last + 1),
+                    Some(last) => {
+                        o.carry.extend_from_slice(&data[last + 1..]);
+                        data.truncate(last + 1);
+                    }
                     None => {
                         // A line longer than the chunk: keep reading it.
                         o.carry = data;
