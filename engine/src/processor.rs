@@ -167,3 +167,103 @@ impl Processor {
         Ok(Self::restore(plan, snap))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(mode: &str) -> Arc<JobPlan> {
+        let yaml = format!(
+            r#"
+apiVersion: kappa.dev/v1alpha1
+kind: StreamJob
+metadata: {{name: modes}}
+spec:
+  version: v1
+  source: {{kafka: {{bootstrapServers: "localhost:9092", topic: t}}}}
+  pipeline:
+    eventTime: {{field: t, format: epochMillis}}
+    logTime: {{field: l, format: epochMillis}}
+    maxLateness: 10s
+    groupBy: [k]
+    window: {{tumbling: 1m}}
+    aggregates: [{{name: n, op: count}}]
+  sink:
+    elasticsearch: {{url: "http://localhost:9200", alias: modes}}
+    mode: {mode}
+"#
+        );
+        Arc::new(JobPlan::compile(&kappa_crds::load_manifest(&yaml).unwrap()).unwrap())
+    }
+
+    fn record(t: i64, l: i64) -> Vec<u8> {
+        format!(r#"{{"t":{t},"l":{l},"k":"a"}}"#).into_bytes()
+    }
+
+    fn summary(docs: &[WindowDoc]) -> Vec<(i64, u64, bool)> {
+        docs.iter().map(|d| (d.start, d.version, d.is_final)).collect()
+    }
+
+    #[test]
+    fn update_mode_emits_changed_windows_each_flush_then_the_final_value_once() {
+        let mut p = Processor::new(plan("update"));
+        p.assign(0);
+        p.process(0, 0, None, &record(1_000, 1_000));
+        p.process(0, 1, None, &record(2_000, 2_000));
+        assert_eq!(summary(&p.flush()), vec![(0, 2, false)]);
+        assert_eq!(summary(&p.flush()), vec![], "nothing changed, nothing written");
+        p.process(0, 2, None, &record(3_000, 12_000));
+        p.process(0, 3, None, &record(61_000, 61_000));
+        assert_eq!(summary(&p.flush()), vec![(0, 3, false), (60_000, 1, false)]);
+        // Log time passes end + maxLateness of the first window: it is final and evicted.
+        p.process(0, 4, None, &record(62_000, 70_000));
+        assert_eq!(summary(&p.flush()), vec![(60_000, 2, false), (0, 3, true)]);
+        assert_eq!(p.open_windows(), 1);
+        // A record for the final window is late by the rule, never a change to a final doc.
+        assert_eq!(p.process(0, 5, None, &record(59_999, 70_000)), Some(Outcome::Late));
+    }
+
+    #[test]
+    fn append_mode_writes_each_window_once_when_final() {
+        let mut p = Processor::new(plan("append"));
+        p.assign(0);
+        p.process(0, 0, None, &record(1_000, 1_000));
+        assert_eq!(summary(&p.flush()), vec![]);
+        p.process(0, 1, None, &record(61_000, 70_000));
+        assert_eq!(summary(&p.flush()), vec![(0, 1, true)]);
+        assert_eq!(summary(&p.flush()), vec![]);
+    }
+
+    #[test]
+    fn a_slow_partition_holds_finality_until_it_is_idle() {
+        let mut p = Processor::new(plan("append"));
+        p.assign(0);
+        p.assign(1);
+        p.process(0, 0, None, &record(1_000, 1_000));
+        p.process(0, 1, None, &record(90_000, 90_000));
+        assert_eq!(summary(&p.flush()), vec![], "partition 1 has no progress yet");
+        p.mark_idle(1);
+        assert_eq!(summary(&p.flush()), vec![(0, 1, true)]);
+    }
+
+    #[test]
+    fn snapshots_of_another_logic_are_refused() {
+        let mut p = Processor::new(plan("update"));
+        p.process(0, 0, None, &record(1_000, 1_000));
+        let bytes = p.snapshot_bytes();
+        let other = plan("append");
+        assert!(matches!(
+            Processor::restore_bytes(other, &bytes),
+            Err(SnapshotError::Fingerprint { .. })
+        ));
+        let mut torn = bytes.clone();
+        torn.truncate(bytes.len() - 3);
+        assert_eq!(
+            Processor::restore_bytes(plan("update"), &torn).unwrap_err(),
+            SnapshotError::Corrupt
+        );
+        let restored = Processor::restore_bytes(plan("update"), &bytes).unwrap();
+        assert_eq!(restored.positions(), p.positions());
+        assert_eq!(restored.open_windows(), 1);
+    }
+}
