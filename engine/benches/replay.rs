@@ -46,9 +46,14 @@ fn main() {
         for _ in 0..3 {
             let options = ReplayOptions { threads, ..ReplayOptions::default() };
             let started = Instant::now();
-            let report =
-                replay_files(Arc::clone(&plan), &[path.clone()], &options, |_| Ok(()), |_| {})
-                    .expect("replay");
+            let report = replay_files(
+                Arc::clone(&plan),
+                std::slice::from_ref(&path),
+                &options,
+                |_| Ok(()),
+                |_| {},
+            )
+            .expect("replay");
             times.push(started.elapsed().as_secs_f64());
             records = report.counters.records_in;
         }

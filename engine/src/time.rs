@@ -46,6 +46,20 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// [`days_from_civil`] for the years RFC 3339 can write (0 to 9999), in unsigned arithmetic:
+/// shifted by one 400-year era so that January and February of year 0 stay non-negative,
+/// every division is by a constant on an unsigned value, a multiply and a shift.
+#[inline(always)]
+fn days_from_civil_0_to_9999(year: u32, month: u32, day: u32) -> i64 {
+    let y = year + 400 - u32::from(month <= 2);
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i64::from(era * 146_097 + doe) - 719_468 - 146_097
+}
+
 /// The civil date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
 #[inline]
 pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -78,18 +92,26 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 /// assert_eq!(parse_rfc3339(b"1970-01-01T01:00:00+01:00"), Ok(0));
 /// ```
 pub fn parse_rfc3339(b: &[u8]) -> Result<EpochMillis, TimestampError> {
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20 {
         return Err(TimestampError::Layout);
     }
-    if !matches!(b[10], b'T' | b't' | b' ') {
+    // The fixed-width head `YYYY-MM-DDTHH:MM:SS` as an array: no bounds checks, and every
+    // digit is checked at once rather than field by field.
+    let h: &[u8; 19] = b[..19].try_into().expect("length checked");
+    if h[4] != b'-' || h[7] != b'-' || h[13] != b':' || h[16] != b':' {
         return Err(TimestampError::Layout);
     }
-    let year = digits(b, 0, 4)?;
-    let month = digits(b, 5, 2)?;
-    let day = digits(b, 8, 2)?;
-    let hour = digits(b, 11, 2)?;
-    let minute = digits(b, 14, 2)?;
-    let second = digits(b, 17, 2)?;
+    if !matches!(h[10], b'T' | b't' | b' ') {
+        return Err(TimestampError::Layout);
+    }
+    let d = |i: usize| h[i].wrapping_sub(b'0');
+    const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if DIGITS.iter().fold(false, |bad, &i| bad | (d(i) > 9)) {
+        return Err(TimestampError::Layout);
+    }
+    let two = |i: usize| i64::from(d(i) * 10 + d(i + 1));
+    let year = two(0) * 100 + two(2);
+    let (month, day, hour, minute, second) = (two(5), two(8), two(11), two(14), two(17));
     if !(1..=12).contains(&month)
         || day < 1
         || day > days_in_month(year, month)
@@ -136,8 +158,8 @@ pub fn parse_rfc3339(b: &[u8]) -> Result<EpochMillis, TimestampError> {
         _ => return Err(TimestampError::Layout),
     };
     // A leap second (:60) is folded onto the next second, as most stores do.
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second
-        - offset_minutes * 60;
+    let days = days_from_civil_0_to_9999(year as u32, month as u32, day as u32);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
     Ok(secs * 1_000 + millis)
 }
 
@@ -225,6 +247,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_four_digit_year_shortcut_agrees(year in 0u32..10_000, month in 1u32..13, day in 1u32..32) {
+            let expected = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
+            prop_assert_eq!(days_from_civil_0_to_9999(year, month, day), expected);
+        }
+
         #[test]
         fn agrees_with_chrono(ms in -62_000_000_000_000i64..250_000_000_000_000i64, off in -1439i32..1440) {
             use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};

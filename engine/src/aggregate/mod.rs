@@ -12,8 +12,8 @@
 //! | `sum` | exact superaccumulator ([`sum`]) | `null` (SQL) | integer if every input was an integer and the sum fits `i64`, else the correctly rounded double; `null` if beyond the double range |
 //! | `avg` | same as `sum` | `null` | correctly rounded sum / count (one division) |
 //! | `min`, `max` | `f64` | `null` | integer if every input was an integer, else double |
-//! | `approx_distinct` | HyperLogLog p=14 ([`distinct`]) | `0` | estimate, standard error 0.81%, exact below ~3000 |
-//! | `approx_percentile(q)` | DDSketch ([`percentile`]) | `null` | within 1% of the value at rank ⌊q·(n−1)⌋ |
+//! | `approx_distinct` | HyperLogLog p=14 ([`distinct`]) | `0` | estimate, standard error 0.81%, exact up to 3072 (barring 25-bit hash collisions) |
+//! | `approx_percentile(q)` | DDSketch ([`percentile`]) | `null` | within 1% of the value at rank ⌊q·(n−1)⌋ and clamped into [min, max]; exact for up to 32 values and at ranks 0 and n−1 |
 //!
 //! Missing and null values are skipped by everything but `count` (SQL semantics). A present value
 //! of the wrong type is an [`AggError`]; so is a NaN or infinite double (JSON has neither, but a
@@ -77,7 +77,9 @@ impl AggKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AggError {
     /// The field holds a value of a type the aggregate cannot use.
-    #[error("expected {expected}, found {found}: aggregate a field of that type, or derive one that converts it")]
+    #[error(
+        "expected {expected}, found {found}: aggregate a field of that type, or derive one that converts it"
+    )]
     WrongType {
         /// The type(s) the aggregate accepts.
         expected: &'static str,

@@ -1,87 +1,223 @@
 //! Approximate percentiles: a DDSketch with 1% relative accuracy whose state is a pure function of
 //! the multiset of values, so any fold order and merge tree give the same quantiles.
 //!
-//! Each value `v > 0` falls in the bin `k = ⌈ln(v)/0.02⌉`, that is `(γ^(k-1), γ^k]` with
-//! `γ = e^0.02`; a bin is reported as `2γ^k/(1+γ)`, within `tanh(0.01) ≈ 0.99997%` of every value
-//! in it. Negative values use a mirrored store; exact zeros (and `-0.0`) are counted apart, so
-//! zero is reported exactly. Unlike the reference DDSketch there is no `min_value` threshold: tiny
-//! positive values keep their 1% guarantee down to `f64::MIN_POSITIVE` (subnormal values, below
-//! 2.2e-308, are reported on the subnormal grid).
+//! - Exact while small: up to [`EXACT_LIMIT`] values are kept as they are (sorted), and a
+//!   quantile is then the exact value at its rank. The next value bins them all.
+//! - Bins: each value `v > 0` falls in the bin `k` with `2^((k−1)/35) < v ≤ 2^(k/35)`: 35 bins
+//!   per octave, so with `γ = 2^(1/35)` a bin spans a factor of `γ`. A bin is reported as
+//!   `2·lo·hi/(lo+hi)` of its edges, within `(γ−1)/(γ+1) ≈ 0.9902%` of every value in it.
+//!   Negative values use a mirrored store; zeros (and `-0.0`) are counted apart, so zero is
+//!   reported exactly.
+//! - The bin of a value is computed from its bits, without a logarithm: the exponent gives the
+//!   octave, the top 7 mantissa bits pick one of 128 cells of a table, and one comparison with a
+//!   tabulated bin edge (`EDGES`, the 52-bit mantissas `⌊2^52·(2^(j/35) − 1)⌋`) settles the bin,
+//!   because a bin is wider than a cell. That is exactly logarithmic binning (unlike DDSketch's
+//!   "fast" interpolated mappings, which need more bins for the same accuracy), integer-only, and
+//!   reproducible on every platform. Subnormal values are scaled by 2^64 first, so they keep the
+//!   guarantee, except that a result below 2.2e-308 is rounded to the subnormal grid.
+//! - The smallest and largest value are tracked exactly (order-independent, like the bins). The
+//!   lowest and highest rank report them, and every other quantile is clamped into `[min, max]`:
+//!   that can only bring it closer to the true value. So a window whose latencies are all 13
+//!   reports 13, not 13.065, however many there are.
 //!
 //! Why not `sketches-ddsketch` 0.4: its bins grow in chunks of 128 `u64`s, so a sketch holding one
 //! value costs 1 KiB of bins plus a 176-byte struct (2 KiB more once a negative value arrives), and
 //! it stores its config and a naive `f64` sum in every state. Here a store starts sparse (8 bytes
-//! per distinct key) and turns dense (8 bytes per key of its range) once it has 32 keys filling
-//! half of its range; either form gives the same quantiles.
+//! per distinct key) and turns dense (4 bytes per key of its range, 8 once a count passes 2^32)
+//! once it has 32 keys spanning at most 8 times as many; either form gives the same quantiles.
 //!
 //! Bounded memory: each sign's store keeps at most [`MAX_BINS`] bins (a value range of
-//! `γ^2048 ≈ 6·10^17`). Keys more than that below the largest key are counted in the lowest bin,
-//! as DDSketch's collapsing store does; quantiles that land there lose the guarantee. The
-//! collapsed state is still a pure function of the multiset: the lowest bin is always
-//! `max(min key, max key − 2047)` and holds every key at or below it.
+//! `γ^2048 ≈ 4·10^17`). Keys more than that below the largest key are counted in the lowest bin,
+//! as DDSketch's collapsing store does; quantiles that land there lose the guarantee (but stay
+//! within `[min, max]`). The collapsed state is still a pure function of the multiset: the lowest
+//! bin is always `max(min key, max key − 2047)` and holds every key at or below it.
 //!
-//! Bins are computed with `f64::ln` and reported with `f64::exp`; both are deterministic for a
-//! given build, so replicas running the same image agree bit for bit.
+//! Everything is integer arithmetic or correctly rounded IEEE operations (no `ln`, no `exp`), so
+//! replicas agree bit for bit across builds and platforms.
 
 use serde::{Deserialize, Serialize};
 
-/// Bin width in natural-log space: `ln γ`.
-const LN_GAMMA: f64 = 0.02;
-/// `1 / ln γ`, exact in binary, so computing a key needs no division.
-const KEYS_PER_LN: f64 = 50.0;
+/// Bins per octave (factor of 2 in value).
+const BINS_PER_OCTAVE: i32 = 35;
 /// Most bins a store keeps (per sign).
 pub const MAX_BINS: usize = 2048;
-/// Guaranteed relative accuracy of a quantile: `tanh(LN_GAMMA / 2)`, just under 1%.
+/// Guaranteed relative accuracy of a quantile: `(γ−1)/(γ+1)` with `γ = 2^(1/35)` is 0.99018%,
+/// just under 1%.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
+/// Most values a sketch keeps exactly; with more, it bins them.
+pub const EXACT_LIMIT: usize = 32;
 
-/// Sparse bins convert to dense ones once they have this many keys and fill half their range.
+/// Sparse bins turn dense once they have this many keys,
 const SPARSE_MIN_KEYS_TO_CONVERT: usize = 32;
+/// and their range is at most this many times as many keys.
+const DENSE_RANGE_PER_KEY: usize = 8;
+
+/// The bin edges within an octave, as 52-bit mantissas: `EDGES[j] = ⌊2^52·(2^(j/35) − 1)⌋`
+/// (computed to 80 digits), and `EDGES[35] = 2^52`. Bin `j` (1..=35) of the octave `2^e` holds
+/// `2^e·(1 + m/2^52)` for the mantissas `EDGES[j−1] < m ≤ EDGES[j]`; `2^e` itself (`m = 0`) is
+/// the top of bin 35 of the octave below.
+const EDGES: [u64; 36] = [
+    0x0,
+    0x51ed_3525_4d7a,
+    0xa57d_e9c1_6bc7,
+    0xfaba_81d4_e5df,
+    0x1_51ab_8c56_eea2,
+    0x1_aa59_c411_5e7d,
+    0x2_04ce_1081_1781,
+    0x2_6111_86ba_e674,
+    0x2_bf2d_6a54_f7da,
+    0x3_1f2b_2e54_f85c,
+    0x3_8114_7622_f886,
+    0x3_e4f3_1681_2c2f,
+    0x4_4ad1_1688_9e7b,
+    0x4_b2b8_b0aa_f3c7,
+    0x5_1cb4_53b9_536c,
+    0x5_88ce_a3f0_93bd,
+    0x5_f712_7c0a_c329,
+    0x6_678a_ee56_29f7,
+    0x6_da43_45d1_e0ad,
+    0x7_4f47_0750_179f,
+    0x7_c6a1_f29e_2ce6,
+    0x8_4060_03b2_ae5c,
+    0x8_bc8d_73e1_660f,
+    0x9_3b36_bb15_8ffe,
+    0x9_bc68_9112_58bf,
+    0xa_402f_eeb9_c532,
+    0xa_c69a_0f5a_241c,
+    0xb_4fb4_7202_2b1a,
+    0xb_db8c_dadb_e120,
+    0xc_6a31_548e_794d,
+    0xc_fbb0_31a7_41a4,
+    0xd_9018_0e09_c9e3,
+    0xe_2777_d067_6770,
+    0xe_c1de_abbe_3c14,
+    0xf_5f5c_20df_e5f2,
+    0x10_0000_0000_0000,
+];
+
+/// Mantissa bits below the cell index.
+const CELL_SHIFT: u32 = 45;
+
+/// For each of the 128 cells of an octave (the top 7 mantissa bits), how many of `EDGES[..35]`
+/// lie below the cell's start. A bin spans at least 2% of an octave, a cell 0.8%, so a cell
+/// holds at most one edge: the one at this position.
+const CELLS: [u8; 128] = {
+    let mut cells = [0u8; 128];
+    let mut cell = 0;
+    while cell < 128 {
+        let mut below = 0;
+        while below < 35 && EDGES[below] < (cell as u64) << CELL_SHIFT {
+            below += 1;
+        }
+        cells[cell] = below as u8;
+        cell += 1;
+    }
+    cells
+};
+
+/// 2^64, to scale subnormal values into the normal range exactly.
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+/// The bin of a finite value `v > 0`.
+fn key(v: f64) -> i32 {
+    debug_assert!(v > 0.0 && v.is_finite());
+    let (bits, scale) =
+        if v < f64::MIN_POSITIVE { ((v * TWO_POW_64).to_bits(), 64) } else { (v.to_bits(), 0) };
+    let exponent = (bits >> 52) as i32 - 1023 - scale;
+    let mantissa = bits & ((1 << 52) - 1);
+    let below = CELLS[(mantissa >> CELL_SHIFT) as usize & 127];
+    let bin = i32::from(below) + i32::from(mantissa > EDGES[usize::from(below)]);
+    BINS_PER_OCTAVE * exponent + bin
+}
+
+/// The value that represents bin `k`: `2·lo·hi/(lo+hi)` of its edges, equally far in relative
+/// terms from both.
+fn representative(k: i32) -> f64 {
+    let octave = (k - 1).div_euclid(BINS_PER_OCTAVE);
+    let bin = (k - 1).rem_euclid(BINS_PER_OCTAVE) as usize + 1;
+    // Exact: the edges have 52 fraction bits.
+    let edge = |j: usize| 1.0 + EDGES[j] as f64 / (1u64 << 52) as f64;
+    let (lo, hi) = (edge(bin - 1), edge(bin));
+    ldexp(2.0 * lo * hi / (lo + hi), octave)
+}
+
+/// `x · 2^exp` in two steps, each factor a normal power of two: exact unless the result is
+/// subnormal (rounded once) or beyond `f64::MAX` (never, for a representative).
+fn ldexp(x: f64, exp: i32) -> f64 {
+    let half = exp / 2;
+    x * pow2(half) * pow2(exp - half)
+}
+
+/// 2^k for k in -1022..=1023.
+fn pow2(k: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&k));
+    f64::from_bits(((k + 1023) as u64) << 52)
+}
+
+/// The lowest and highest key of any finite positive double (2^-1074 and `f64::MAX`).
+const MIN_KEY: i32 = -1074 * BINS_PER_OCTAVE;
+const MAX_KEY: i32 = 1024 * BINS_PER_OCTAVE;
 
 /// Bins of one sign: a count per key, where every key more than `MAX_BINS - 1` below the largest
 /// is counted at that floor. Which form holds them depends on history; what they hold, and so
-/// every quantile, does not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// equality, the serialized form and every quantile, does not.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "RawBins")]
 enum Bins {
     /// Ascending keys with their counts, packed as `(key + 2^31) << 32 | count` (count < 2^32):
     /// 8 bytes per distinct key, for few keys spread over a wide range.
     Sparse(Vec<u64>),
-    /// Counts for the keys `offset ..= offset + counts.len() - 1`; the first and last are non-zero.
-    Dense { offset: i32, counts: Box<[u64]> },
+    /// Counts below 2^32 for the keys `offset ..= offset + counts.len() - 1`; the first and last
+    /// are non-zero: 4 bytes per key of the range, and adding is indexing.
+    Dense { offset: i32, counts: Box<[u32]> },
+    /// The same with 64-bit counts, once a count reaches 2^32.
+    Wide { offset: i32, counts: Box<[u64]> },
 }
 
-/// The serialized form of [`Bins`], checked on the way in.
+/// The serialized form of [`Bins`]: the `(key, count)` pairs in ascending key order, each key
+/// written as its step from the one before (the first from 0). The same for every form, and
+/// about three bytes a key.
 #[derive(Deserialize)]
-enum RawBins {
-    Sparse(Vec<u64>),
-    Dense { offset: i32, counts: Box<[u64]> },
-}
+struct RawBins(Vec<(i32, u64)>);
 
 impl TryFrom<RawBins> for Bins {
     type Error = &'static str;
 
     fn try_from(raw: RawBins) -> Result<Self, Self::Error> {
-        let valid = match &raw {
-            RawBins::Sparse(entries) => {
-                entries.iter().all(|&e| count_of(e) != 0)
-                    && entries.windows(2).all(|w| key_of(w[0]) < key_of(w[1]))
-                    && match (entries.first(), entries.last()) {
-                        (Some(&lo), Some(&hi)) => key_of(hi) - key_of(lo) < MAX_BINS as i32,
-                        _ => true,
-                    }
+        let invalid = "invalid percentile sketch bins";
+        let mut pairs = Vec::with_capacity(raw.0.len());
+        let mut key = 0i64;
+        let mut total = 0u64;
+        for (i, &(step, count)) in raw.0.iter().enumerate() {
+            key += i64::from(step);
+            if (i > 0 && step < 1) || count == 0 || !(MIN_KEY..=MAX_KEY).contains(&(key as i32)) {
+                return Err(invalid);
             }
-            RawBins::Dense { offset, counts } => {
-                counts.first().is_some_and(|&c| c != 0)
-                    && counts.last().is_some_and(|&c| c != 0)
-                    && counts.len() <= MAX_BINS
-                    && offset.checked_add(MAX_BINS as i32).is_some()
-            }
-        };
-        match raw {
-            _ if !valid => Err("invalid percentile sketch bins"),
-            RawBins::Sparse(entries) => Ok(Bins::Sparse(entries)),
-            RawBins::Dense { offset, counts } => Ok(Bins::Dense { offset, counts }),
+            total = total.checked_add(count).ok_or(invalid)?;
+            pairs.push((key as i32, count));
         }
+        match (pairs.first(), pairs.last()) {
+            (Some(lo), Some(hi)) if hi.0 - lo.0 >= MAX_BINS as i32 => Err(invalid),
+            _ => Ok(Bins::from_pairs(&pairs)),
+        }
+    }
+}
+
+impl Serialize for Bins {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut previous = 0;
+        let steps: Vec<(i32, u64)> = self
+            .pairs()
+            .into_iter()
+            .map(|(key, count)| (key - std::mem::replace(&mut previous, key), count))
+            .collect();
+        steps.serialize(serializer)
+    }
+}
+
+impl PartialEq for Bins {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs() == other.pairs()
     }
 }
 
@@ -109,39 +245,130 @@ fn floor(max_key: i32) -> i32 {
     max_key.saturating_sub(MAX_BINS as i32 - 1)
 }
 
+/// Whether `keys` keys spanning `range` keys are better off dense: at most 4 times the bytes of
+/// sparse bins, and then adding is indexing, not a binary search and an insertion.
+fn dense_fits(keys: usize, range: usize) -> bool {
+    keys >= SPARSE_MIN_KEYS_TO_CONVERT && range <= DENSE_RANGE_PER_KEY * keys
+}
+
+/// A dense bin count: `u32`, or `u64` once a count outgrows it.
+trait Count: Copy + Default + Into<u64> + TryFrom<u64> {
+    fn checked_add(self, other: Self) -> Option<Self>;
+}
+
+impl Count for u32 {
+    fn checked_add(self, other: Self) -> Option<Self> {
+        self.checked_add(other)
+    }
+}
+
+impl Count for u64 {
+    fn checked_add(self, other: Self) -> Option<Self> {
+        self.checked_add(other)
+    }
+}
+
+/// Dense counts for `pairs` (ascending keys spanning less than [`MAX_BINS`]): the offset and
+/// counts, or `None` if a count does not fit.
+fn dense_counts<C: Count>(pairs: &[(i32, u64)]) -> Option<(i32, Box<[C]>)> {
+    let (Some(&(lo, _)), Some(&(hi, _))) = (pairs.first(), pairs.last()) else {
+        return Some((0, Box::default()));
+    };
+    let mut counts = vec![C::default(); (hi - lo + 1) as usize].into_boxed_slice();
+    for &(key, count) in pairs {
+        counts[(key - lo) as usize] = C::try_from(count).ok()?;
+    }
+    Some((lo, counts))
+}
+
+/// The `(key, count)` pairs of dense counts.
+fn dense_pairs<C: Count>(offset: i32, counts: &[C]) -> Vec<(i32, u64)> {
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (offset + i as i32, c.into()))
+        .filter(|&(_, c)| c != 0)
+        .collect()
+}
+
 impl Bins {
+    /// Bins holding `pairs`: ascending keys spanning less than [`MAX_BINS`], non-zero counts.
+    fn from_pairs(pairs: &[(i32, u64)]) -> Self {
+        let (Some(&(lo, _)), Some(&(hi, _))) = (pairs.first(), pairs.last()) else {
+            return Bins::default();
+        };
+        if let Some((offset, counts)) = dense_counts::<u32>(pairs) {
+            if dense_fits(pairs.len(), (hi - lo + 1) as usize) {
+                Bins::Dense { offset, counts }
+            } else {
+                Bins::Sparse(pairs.iter().map(|&(key, count)| pack(key, count)).collect())
+            }
+        } else {
+            let (offset, counts) = dense_counts::<u64>(pairs).expect("u64 counts");
+            Bins::Wide { offset, counts }
+        }
+    }
+
     /// The `(key, count)` pairs in ascending key order.
     fn pairs(&self) -> Vec<(i32, u64)> {
         match self {
             Bins::Sparse(entries) => entries.iter().map(|&e| (key_of(e), count_of(e))).collect(),
-            Bins::Dense { offset, counts } => counts
-                .iter()
-                .enumerate()
-                .filter(|(_, &c)| c != 0)
-                .map(|(i, &c)| (offset + i as i32, c))
-                .collect(),
+            Bins::Dense { offset, counts } => dense_pairs(*offset, counts),
+            Bins::Wide { offset, counts } => dense_pairs(*offset, counts),
         }
     }
 
     fn total(&self) -> u64 {
         match self {
             Bins::Sparse(entries) => entries.iter().map(|&e| count_of(e)).sum(),
-            Bins::Dense { counts, .. } => counts.iter().sum(),
+            Bins::Dense { counts, .. } => counts.iter().map(|&c| u64::from(c)).sum(),
+            Bins::Wide { counts, .. } => counts.iter().sum(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Bins::Sparse(entries) => entries.is_empty(),
+            Bins::Dense { counts, .. } => counts.is_empty(),
+            Bins::Wide { counts, .. } => counts.is_empty(),
         }
     }
 
     /// Adds `count > 0` at `key`.
     fn add(&mut self, key: i32, count: u64) {
-        match self {
-            Bins::Sparse(entries) => {
-                if !add_sparse(entries, key, count) {
-                    let mut dense = Bins::Dense { offset: key, counts: Box::new([count]) };
-                    dense.merge(self);
-                    *self = dense;
+        let added = match self {
+            Bins::Sparse(entries) => add_sparse(entries, key, count),
+            Bins::Dense { offset, counts } => {
+                let slot = counts.get_mut(key.wrapping_sub(*offset) as u32 as usize);
+                match (slot, u32::try_from(count)) {
+                    // Within the range, so at or above the floor: just count.
+                    (Some(c), Ok(n)) if c.checked_add(n).is_some() => {
+                        *c += n;
+                        true
+                    }
+                    (_, Ok(n)) => add_dense(offset, counts, key, n),
+                    (_, Err(_)) => false,
                 }
             }
-            Bins::Dense { offset, counts } => add_dense(offset, counts, key, count),
+            Bins::Wide { offset, counts } => add_dense(offset, counts, key, count),
+        };
+        if !added {
+            self.widen();
+            self.add(key, count);
         }
+    }
+
+    /// Turns sparse bins dense, and dense bins wide.
+    fn widen(&mut self) {
+        let pairs = self.pairs();
+        *self = match (&*self, dense_counts::<u32>(&pairs)) {
+            (Bins::Sparse(_), Some((offset, counts))) => Bins::Dense { offset, counts },
+            (Bins::Wide { .. }, _) => unreachable!("wide bins take any count"),
+            _ => {
+                let (offset, counts) = dense_counts::<u64>(&pairs).expect("u64 counts");
+                Bins::Wide { offset, counts }
+            }
+        };
     }
 
     fn merge(&mut self, other: &Bins) {
@@ -170,19 +397,20 @@ impl Bins {
     fn heap_bytes(&self) -> usize {
         match self {
             Bins::Sparse(entries) => entries.capacity() * 8,
-            Bins::Dense { counts, .. } => counts.len() * 8,
+            Bins::Dense { counts, .. } => counts.len() * 4,
+            Bins::Wide { counts, .. } => counts.len() * 8,
         }
     }
 }
 
 /// Adds to sparse bins; `false`, leaving them unchanged, when they should turn dense first
-/// (a count reaching 2^32, or enough keys to fill half their range).
+/// (a count reaching 2^32, or enough keys close enough together).
 fn add_sparse(entries: &mut Vec<u64>, key: i32, count: u64) -> bool {
     let max_key = entries.last().map_or(key, |&e| key_of(e).max(key));
     let floor = floor(max_key);
     let key = key.max(floor);
-    let below = entries.partition_point(|&e| key_of(e) <= floor);
-    if below > 0 && key_of(entries[0]) < floor {
+    if entries.first().is_some_and(|&e| key_of(e) < floor) {
+        let below = entries.partition_point(|&e| key_of(e) <= floor);
         let folded: u64 = entries[..below].iter().map(|&e| count_of(e)).sum();
         if folded > u64::from(u32::MAX) {
             return false;
@@ -199,9 +427,8 @@ fn add_sparse(entries: &mut Vec<u64>, key: i32, count: u64) -> bool {
         return true;
     }
     let min_key = entries.first().map_or(key, |&e| key_of(e).min(key));
-    let keys = entries.len() + 1;
     if count > u64::from(u32::MAX)
-        || (keys >= SPARSE_MIN_KEYS_TO_CONVERT && keys * 2 >= (max_key - min_key + 1) as usize)
+        || dense_fits(entries.len() + 1, (max_key - min_key + 1) as usize)
     {
         return false;
     }
@@ -213,51 +440,214 @@ fn add_sparse(entries: &mut Vec<u64>, key: i32, count: u64) -> bool {
     true
 }
 
-/// Adds to dense bins, widening them to cover the key and folding keys below the floor.
-fn add_dense(offset: &mut i32, counts: &mut Box<[u64]>, key: i32, count: u64) {
+/// Adds to dense counts, widening them to cover the key and folding keys below the floor;
+/// `false`, changing nothing, if a count would overflow.
+fn add_dense<C: Count>(offset: &mut i32, counts: &mut Box<[C]>, key: i32, count: C) -> bool {
+    if counts.is_empty() {
+        (*offset, *counts) = (key, Box::new([count]));
+        return true;
+    }
     let max_key = *offset + counts.len() as i32 - 1;
     let new_max = max_key.max(key);
     let floor = floor(new_max);
     let key = key.max(floor);
     let new_min = (*offset).min(key).max(floor);
-    if new_min != *offset || new_max != max_key {
-        let mut widened = vec![0; (new_max - new_min + 1) as usize];
-        for (i, &c) in counts.iter().enumerate() {
-            let k = (*offset + i as i32).max(new_min);
-            widened[(k - new_min) as usize] += c;
-        }
-        *offset = new_min;
-        *counts = widened.into_boxed_slice();
+    if new_min == *offset && new_max == max_key {
+        let c = &mut counts[(key - *offset) as usize];
+        let Some(sum) = c.checked_add(count) else {
+            return false;
+        };
+        *c = sum;
+        return true;
     }
-    counts[(key - *offset) as usize] += count;
+    let mut widened = vec![C::default(); (new_max - new_min + 1) as usize].into_boxed_slice();
+    let moved = counts.iter().enumerate().map(|(i, &c)| ((*offset + i as i32).max(new_min), c));
+    for (k, c) in moved.chain([(key, count)]) {
+        let slot = &mut widened[(k - new_min) as usize];
+        let Some(sum) = slot.checked_add(c) else {
+            return false;
+        };
+        *slot = sum;
+    }
+    (*offset, *counts) = (new_min, widened);
+    true
 }
 
 /// A DDSketch over `f64` values: see the module documentation for its guarantees.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "RawSketch")]
 pub struct PercentileSketch {
-    /// Keys of `v > 0`.
+    /// Number of values folded in.
+    count: u64,
+    /// The smallest and largest value folded in (`+∞` and `-∞` when none).
+    min: f64,
+    max: f64,
+    /// While `count <= EXACT_LIMIT`: every value, ascending, `-0.0` as `0.0`. Then empty.
+    exact: Vec<f64>,
+    /// Once `count > EXACT_LIMIT`: keys of `v > 0`,
     positive: Bins,
-    /// Keys of `-v` for `v < 0`.
+    /// keys of `-v` for `v < 0`,
     negative: Bins,
-    /// Number of zeros.
+    /// and the number of zeros.
     zeros: u64,
+}
+
+impl Default for PercentileSketch {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            exact: Vec::new(),
+            positive: Bins::default(),
+            negative: Bins::default(),
+            zeros: 0,
+        }
+    }
+}
+
+/// The serialized form of [`PercentileSketch`] (the count follows from it).
+#[derive(Serialize)]
+#[serde(rename = "PercentileSketch")]
+struct SerializedSketch<'a> {
+    min: f64,
+    max: f64,
+    exact: &'a [f64],
+    positive: &'a Bins,
+    negative: &'a Bins,
+    zeros: u64,
+}
+
+/// The serialized form of [`PercentileSketch`], checked on the way in.
+#[derive(Deserialize)]
+struct RawSketch {
+    min: f64,
+    max: f64,
+    exact: Vec<f64>,
+    positive: Bins,
+    negative: Bins,
+    zeros: u64,
+}
+
+impl Serialize for PercentileSketch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SerializedSketch {
+            min: self.min,
+            max: self.max,
+            exact: &self.exact,
+            positive: &self.positive,
+            negative: &self.negative,
+            zeros: self.zeros,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl TryFrom<RawSketch> for PercentileSketch {
+    type Error = &'static str;
+
+    fn try_from(raw: RawSketch) -> Result<Self, Self::Error> {
+        let binned = raw
+            .positive
+            .total()
+            .checked_add(raw.negative.total())
+            .and_then(|n| n.checked_add(raw.zeros));
+        let count = match (raw.exact.first(), raw.exact.last(), binned) {
+            (None, _, Some(0)) if raw.min == f64::INFINITY && raw.max == f64::NEG_INFINITY => 0,
+            (Some(&lo), Some(&hi), Some(0))
+                if raw.exact.len() <= EXACT_LIMIT
+                    && raw
+                        .exact
+                        .iter()
+                        .all(|v| v.is_finite() && v.to_bits() != (-0.0f64).to_bits())
+                    && raw.exact.windows(2).all(|w| w[0] <= w[1])
+                    && lo == raw.min
+                    && hi == raw.max =>
+            {
+                raw.exact.len() as u64
+            }
+            (None, _, Some(n))
+                if n as usize > EXACT_LIMIT
+                    && raw.min.is_finite()
+                    && raw.max.is_finite()
+                    && raw.min <= raw.max
+                    && raw.negative.is_empty() == (raw.min >= 0.0)
+                    && raw.positive.is_empty() == (raw.max <= 0.0)
+                    && (raw.zeros == 0 || (raw.min <= 0.0 && raw.max >= 0.0)) =>
+            {
+                n
+            }
+            _ => return Err("invalid percentile sketch"),
+        };
+        Ok(Self {
+            count,
+            min: raw.min,
+            max: raw.max,
+            exact: raw.exact,
+            positive: raw.positive,
+            negative: raw.negative,
+            zeros: raw.zeros,
+        })
+    }
 }
 
 impl PercentileSketch {
     /// Folds in a finite value (the caller rejects NaN and infinities).
     pub fn add(&mut self, value: f64) {
         debug_assert!(value.is_finite());
-        if value > 0.0 {
-            self.positive.add(key(value), 1);
-        } else if value < 0.0 {
-            self.negative.add(key(-value), 1);
+        let value = value + 0.0; // -0.0 as 0.0
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.count += 1;
+        if self.count as usize <= EXACT_LIMIT {
+            let at = self.exact.partition_point(|&v| v < value);
+            self.exact.insert(at, value);
         } else {
-            self.zeros += 1;
+            if !self.exact.is_empty() {
+                self.bin_exact();
+            }
+            self.bin(value, 1);
+        }
+    }
+
+    /// Adds `count` copies of a finite value to the bins.
+    fn bin(&mut self, value: f64, count: u64) {
+        if value > 0.0 {
+            self.positive.add(key(value), count);
+        } else if value < 0.0 {
+            self.negative.add(key(-value), count);
+        } else {
+            self.zeros += count;
+        }
+    }
+
+    /// Moves the exact values into the bins.
+    fn bin_exact(&mut self) {
+        let exact = std::mem::take(&mut self.exact);
+        for run in exact.chunk_by(|a, b| a == b) {
+            self.bin(run[0], run.len() as u64);
         }
     }
 
     /// Adds the state of another partial sketch.
     pub fn merge(&mut self, other: &PercentileSketch) {
+        if other.count == 0 {
+            return;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.count += other.count;
+        if self.count as usize <= EXACT_LIMIT {
+            self.exact.extend_from_slice(&other.exact);
+            self.exact.sort_by(f64::total_cmp);
+            return;
+        }
+        if !self.exact.is_empty() {
+            self.bin_exact();
+        }
+        for run in other.exact.chunk_by(|a, b| a == b) {
+            self.bin(run[0], run.len() as u64);
+        }
         self.positive.merge(&other.positive);
         self.negative.merge(&other.negative);
         self.zeros += other.zeros;
@@ -265,47 +655,45 @@ impl PercentileSketch {
 
     /// Number of values folded in.
     pub fn count(&self) -> u64 {
-        self.positive.total() + self.negative.total() + self.zeros
+        self.count
     }
 
-    /// The `q`-quantile: an estimate of the value at 0-based rank `⌊q·(n−1)⌋` of the `n` values in
-    /// ascending order, within [`RELATIVE_ACCURACY`] of it; `None` when empty. `q` is clamped to
-    /// `[0, 1]`.
+    /// The `q`-quantile: the value at 0-based rank `⌊q·(n−1)⌋` of the `n` values in ascending
+    /// order; exactly while `n <= EXACT_LIMIT` and at the lowest and highest rank, else within
+    /// [`RELATIVE_ACCURACY`] of it and clamped to the lowest and highest value. `None` when
+    /// empty. `q` is clamped to `[0, 1]`.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let n = self.count();
+        let n = self.count;
         if n == 0 {
             return None;
         }
         // `as` saturates, and maps NaN to 0.
         let rank = ((q.clamp(0.0, 1.0) * (n - 1) as f64).floor() as u64).min(n - 1);
+        if let Some(&exact) = self.exact.get(rank as usize) {
+            return Some(exact);
+        }
+        if rank == 0 {
+            return Some(self.min);
+        }
+        if rank == n - 1 {
+            return Some(self.max);
+        }
         let negatives = self.negative.total();
-        Some(if rank < negatives {
+        let estimate = if rank < negatives {
             // Ascending values are descending keys of the mirrored store.
             -representative(self.negative.key_at_rank(negatives - 1 - rank))
         } else if rank < negatives + self.zeros {
             0.0
         } else {
             representative(self.positive.key_at_rank(rank - negatives - self.zeros))
-        })
+        };
+        Some(estimate.clamp(self.min, self.max))
     }
 
-    /// Bytes held on the heap (bins only; the sketch itself is counted by its owner).
+    /// Bytes held on the heap (values and bins; the sketch itself is counted by its owner).
     pub fn heap_bytes(&self) -> usize {
-        self.positive.heap_bytes() + self.negative.heap_bytes()
+        self.exact.capacity() * 8 + self.positive.heap_bytes() + self.negative.heap_bytes()
     }
-}
-
-/// The bin of a value `v > 0`.
-fn key(v: f64) -> i32 {
-    // |ln v| <= 745 for every positive finite double, so this fits i32 comfortably.
-    (v.ln() * KEYS_PER_LN).ceil() as i32
-}
-
-/// The value that represents bin `k`: `2γ^k / (1 + γ)`, equally far in relative terms from both
-/// bin edges.
-fn representative(k: i32) -> f64 {
-    let gamma = LN_GAMMA.exp();
-    (2.0 * (f64::from(k) * LN_GAMMA).exp() / (1.0 + gamma)).min(f64::MAX)
 }
 
 #[cfg(test)]
@@ -318,6 +706,15 @@ mod tests {
         s
     }
 
+    /// `values` plus enough copies of `filler` to be binned.
+    fn binned(values: &[f64], filler: f64) -> PercentileSketch {
+        let mut s = sketch(values);
+        while s.count() as usize <= EXACT_LIMIT {
+            s.add(filler);
+        }
+        s
+    }
+
     fn assert_close(estimate: f64, exact: f64) {
         assert!(
             (estimate - exact).abs() <= RELATIVE_ACCURACY * exact.abs(),
@@ -325,31 +722,141 @@ mod tests {
         );
     }
 
-    #[test]
-    fn accuracy_constant_holds() {
-        assert!((LN_GAMMA / 2.0).tanh() <= RELATIVE_ACCURACY);
-        assert_eq!(KEYS_PER_LN * LN_GAMMA, 1.0);
+    /// The key by definition: the bin of `2^e · (1 + m/2^52)` is `35e + #{j < 35 : EDGES[j] < m}`.
+    fn reference_key(v: f64) -> i32 {
+        let (bits, scale) = if v < f64::MIN_POSITIVE {
+            ((v * 2f64.powi(64)).to_bits(), 64)
+        } else {
+            (v.to_bits(), 0)
+        };
+        let exponent = (bits >> 52) as i32 - 1023 - scale;
+        let mantissa = bits & ((1 << 52) - 1);
+        35 * exponent + EDGES[..35].partition_point(|&e| e < mantissa) as i32
+    }
+
+    /// A deterministic spread of positive doubles: random bits, and bin edges and their
+    /// neighbours in a few octaves.
+    fn test_values() -> Vec<f64> {
+        let mut values = vec![f64::from_bits(1), f64::MIN_POSITIVE, f64::MAX, 1.0, 2.0, 0.5, 13.0];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(f64::from_bits(x >> 1)); // a positive double, or infinity/NaN
+        }
+        for exponent in [-1074i64 + 60, -1022, -30, -1, 0, 12, 1023] {
+            for &edge in &EDGES[..35] {
+                for m in [edge.saturating_sub(1), edge, edge + 1] {
+                    values.push(f64::from_bits(((exponent + 1023) as u64) << 52 | m));
+                }
+            }
+        }
+        values.retain(|v| v.is_finite() && *v > 0.0);
+        values
     }
 
     #[test]
-    fn every_bin_edge_is_within_accuracy() {
-        for v in
-            [1e-300, f64::MIN_POSITIVE, 1e-9, 0.001, 0.999, 1.0, 1.0202, 12.5, 1e9, 1e300, f64::MAX]
-        {
-            assert_close(sketch(&[v]).quantile(0.5).unwrap(), v);
+    fn edges_are_exactly_logarithmic() {
+        for (j, &edge) in EDGES.iter().enumerate() {
+            let ideal = (2f64.powf(j as f64 / 35.0) - 1.0) * (1u64 << 52) as f64;
+            assert!((edge as f64 - ideal).abs() <= 4.0, "EDGES[{j}] = {edge:#x}, not {ideal}");
+        }
+        // The worst bin is within the stated accuracy: (γ−1)/(γ+1), plus rounding.
+        let worst = (1..=35)
+            .map(|j| {
+                let edge = |j: usize| 1.0 + EDGES[j] as f64 / (1u64 << 52) as f64;
+                (edge(j) - edge(j - 1)) / (edge(j) + edge(j - 1))
+            })
+            .fold(0.0, f64::max);
+        // Below 0.009902, so below RELATIVE_ACCURACY.
+        assert!(worst < 0.009_902, "{worst}");
+    }
+
+    #[test]
+    fn cells_hold_at_most_one_edge() {
+        for (cell, &below) in CELLS.iter().enumerate() {
+            let start = (cell as u64) << CELL_SHIFT;
+            assert_eq!(usize::from(below), EDGES[..35].partition_point(|&e| e < start));
+            let next = EDGES.get(usize::from(below) + 1).copied().unwrap_or(u64::MAX);
+            assert!(next >= start + (1 << CELL_SHIFT), "cell {cell}");
         }
     }
 
     #[test]
+    fn keys_match_their_definition_and_ascend() {
+        let mut values = test_values();
+        for &v in &values {
+            assert_eq!(key(v), reference_key(v), "{v:e}");
+        }
+        values.sort_by(f64::total_cmp);
+        assert!(values.windows(2).all(|w| key(w[0]) <= key(w[1])));
+        assert_eq!(key(f64::from_bits(1)), MIN_KEY);
+        assert_eq!(key(f64::MAX), MAX_KEY);
+        for e in -1074..=1023 {
+            let power = if e >= -1022 { pow2(e) } else { f64::from_bits(1 << (e + 1074)) };
+            assert_eq!(key(power), 35 * e, "2^{e}");
+        }
+    }
+
+    #[test]
+    fn every_value_is_within_accuracy_of_its_bin() {
+        for v in test_values() {
+            let r = representative(key(v));
+            if v >= f64::MIN_POSITIVE {
+                assert!((r - v).abs() <= 0.009_902 * v, "{v:e}: bin reported as {r:e}");
+            } else {
+                // Subnormal: rounded to the grid of 2^-1074.
+                assert!((r - v).abs() <= 0.009_902 * v + f64::from_bits(1), "{v:e}: {r:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn few_values_are_exact() {
+        let values = [5.0, -2.5, 13.0, 0.0, -0.0, 1e-300, 7.0];
+        let s = sketch(&values);
+        let mut sorted = values.map(|v| v + 0.0);
+        sorted.sort_by(f64::total_cmp);
+        for (i, &v) in sorted.iter().enumerate() {
+            let q = i as f64 / (sorted.len() - 1) as f64;
+            assert_eq!(s.quantile(q).map(f64::to_bits), Some(v.to_bits()), "q={q}");
+        }
+        assert_eq!(sketch(&[13.0]).quantile(0.95), Some(13.0));
+        assert_eq!(sketch(&[-0.0]).quantile(0.5).map(f64::to_bits), Some(0));
+    }
+
+    #[test]
+    fn binned_results_are_clamped_to_min_and_max() {
+        // 33 values: binned. Every estimate stays within the values' range.
+        let s = binned(&[13.0], 13.0);
+        assert!(s.exact.is_empty());
+        assert_eq!(s.quantile(0.0), Some(13.0));
+        assert_eq!(s.quantile(1.0), Some(13.0));
+        let s = binned(&[-13.0, 0.5, 13.0], 1.0);
+        assert_eq!(s.quantile(0.0), Some(-13.0));
+        assert_eq!(s.quantile(1.0), Some(13.0));
+        assert_close(s.quantile(0.5).unwrap(), 1.0);
+        let s = binned(&[13.1, 13.0], 13.1);
+        let lowest_but_one = s.quantile(1.0 / 32.0).unwrap();
+        assert_close(lowest_but_one, 13.1);
+        assert!(lowest_but_one <= 13.1 && s.quantile(0.0) == Some(13.0));
+    }
+
+    #[test]
     fn ranks_are_floor_q_times_n_minus_one() {
-        let s = sketch(&[1.0, 2.0, 3.0, 4.0]);
+        // 40 values: 10 each of 1, 2, 3 and 4.
+        let values: Vec<f64> = (1..=4).flat_map(|v| [f64::from(v); 10]).collect();
+        let s = sketch(&values);
+        assert!(s.exact.is_empty());
         for (q, exact) in [
             (0.0, 1.0),
-            (0.33, 1.0),
-            (0.34, 2.0),
-            (0.66, 2.0),
-            (0.67, 3.0),
-            (0.99, 3.0),
+            (9.0 / 39.0, 1.0),
+            (10.0 / 39.0, 2.0),
+            (19.5 / 39.0, 2.0),
+            (20.0 / 39.0, 3.0),
+            (29.9 / 39.0, 3.0),
+            (30.0 / 39.0, 4.0),
             (1.0, 4.0),
         ] {
             assert_close(s.quantile(q).unwrap(), exact);
@@ -358,74 +865,88 @@ mod tests {
 
     #[test]
     fn zeros_and_negatives() {
-        let s = sketch(&[-10.0, -1.0, 0.0, -0.0, 5.0]);
-        assert_close(s.quantile(0.0).unwrap(), -10.0);
-        assert_close(s.quantile(0.25).unwrap(), -1.0);
-        assert_eq!(s.quantile(0.5), Some(0.0));
-        assert_eq!(s.quantile(0.75), Some(0.0));
-        assert_close(s.quantile(1.0).unwrap(), 5.0);
+        let s = binned(&[-10.0, -1.0, 0.0, -0.0, 5.0], 0.0);
+        let n = s.count() as f64 - 1.0;
+        assert_eq!(s.quantile(0.0), Some(-10.0));
+        assert_close(s.quantile(1.0 / n).unwrap(), -1.0);
+        assert_eq!(s.quantile(2.0 / n).map(f64::to_bits), Some(0));
+        assert_eq!(s.quantile((n - 1.0) / n), Some(0.0));
+        assert_eq!(s.quantile(1.0), Some(5.0));
         assert_eq!(PercentileSketch::default().quantile(0.5), None);
     }
 
     #[test]
     fn a_huge_range_collapses_the_lowest_bins_only() {
-        // 1e10 / MAX_BINS bins reach down to ~1.7e-8: the two tiny values share the lowest bin.
-        let s = sketch(&[1e-300, 1e-200, 1.0, 1e10]);
+        // 1e10 / γ^MAX_BINS reaches down to ~2.4e-8: the two tiny values share the lowest bin.
+        let s = binned(&[1e-300, 1e-200, 1e10], 1.0);
         let keys = s.positive.pairs();
         assert_eq!(keys.last().unwrap().0 - keys[0].0, MAX_BINS as i32 - 1);
-        assert_eq!(s.count(), 4);
+        assert_eq!(s.count(), EXACT_LIMIT as u64 + 1);
         assert_close(s.quantile(1.0).unwrap(), 1e10);
-        assert_close(s.quantile(0.67).unwrap(), 1.0);
-        let lowest = s.quantile(0.0).unwrap();
-        assert!(lowest > 1e-9 && lowest < 1e-7, "{lowest}");
-        assert_eq!(s.quantile(0.34), s.quantile(0.0));
+        assert_close(s.quantile(0.5).unwrap(), 1.0);
+        // The minimum is exact; the next value, 1e-200, is in the collapsed bin: no guarantee.
+        assert_eq!(s.quantile(0.0), Some(1e-300));
+        let collapsed = s.quantile(1.0 / 32.0).unwrap();
+        assert!(collapsed > 1e-9 && collapsed < 1e-7, "{collapsed}");
     }
 
     #[test]
     fn few_values_cost_few_bytes() {
         let one = sketch(&[0.123]);
-        assert!(matches!(one.positive, Bins::Sparse(_)));
-        assert!(one.heap_bytes() <= 16, "{}", one.heap_bytes());
-        // Ten values over six decades: sparse, ~8 bytes per key, not 8 per bin of the range.
-        let wide: Vec<f64> = (0..10).map(|i| 10f64.powf(i as f64 * 0.6 - 3.0)).collect();
-        assert!(sketch(&wide).heap_bytes() <= 160, "{}", sketch(&wide).heap_bytes());
+        assert!(one.heap_bytes() <= 32, "{}", one.heap_bytes());
+        assert!(sketch(&[0.5; EXACT_LIMIT]).heap_bytes() <= EXACT_LIMIT * 8);
+        // 40 values over six decades: sparse, ~8 bytes per key, not 8 per bin of the range.
+        let wide: Vec<f64> = (0..40).map(|i| 10f64.powf(i as f64 * 0.15 - 3.0)).collect();
+        let s = sketch(&wide);
+        assert!(matches!(s.positive, Bins::Sparse(_)));
+        assert!(s.heap_bytes() <= 40 * 8 * 3 / 2, "{}", s.heap_bytes());
     }
 
     #[test]
-    fn sparse_and_dense_bins_give_the_same_quantiles() {
+    fn sparse_and_dense_bins_are_equal_and_serialize_alike() {
         let values: Vec<f64> = (0..5_000).map(|i| 1.0 + (i % 400) as f64 * 0.05).collect();
         let dense = sketch(&values);
         assert!(matches!(dense.positive, Bins::Dense { .. }));
-        let mut sparse = Bins::Sparse(Vec::new());
-        for (key, count) in dense.positive.pairs() {
-            let ok = add_sparse_unbounded(&mut sparse, key, count);
-            assert!(ok);
-        }
-        let sparse = PercentileSketch { positive: sparse, ..Default::default() };
+        let pairs = dense.positive.pairs();
+        let sparse = Bins::Sparse(pairs.iter().map(|&(key, count)| pack(key, count)).collect());
+        let sparse = PercentileSketch { positive: sparse, ..dense.clone() };
         for q in [0.0, 0.1, 0.5, 0.9, 0.999, 1.0] {
             assert_eq!(sparse.quantile(q), dense.quantile(q), "q={q}");
         }
-    }
-
-    /// Builds sparse bins past the conversion point, for comparison only.
-    fn add_sparse_unbounded(bins: &mut Bins, key: i32, count: u64) -> bool {
-        let Bins::Sparse(entries) = bins else {
-            return false;
-        };
-        let at = entries.partition_point(|&e| key_of(e) < key);
-        entries.insert(at, pack(key, count));
-        true
+        assert_eq!(sparse, dense);
+        let bytes = postcard::to_allocvec(&dense).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&sparse).unwrap());
+        assert!(bytes.len() < pairs.len() * 4, "{} bytes for {} keys", bytes.len(), pairs.len());
+        assert_eq!(postcard::from_bytes::<PercentileSketch>(&bytes).unwrap(), dense);
     }
 
     #[test]
-    fn counts_beyond_u32_turn_sparse_bins_dense() {
+    fn counts_beyond_u32_turn_bins_wide() {
         let mut bins = Bins::default();
         bins.add(5, u64::from(u32::MAX));
         bins.add(-3, 1);
         assert!(matches!(bins, Bins::Sparse(_)));
         bins.add(5, 1);
-        assert!(matches!(bins, Bins::Dense { .. }));
+        assert!(matches!(bins, Bins::Wide { .. }));
         assert_eq!(bins.pairs(), [(-3, 1), (5, 1 << 32)]);
+
+        // Dense bins, whose floor bin overflows when a high key folds the lowest ones into it.
+        let mut bins = Bins::default();
+        for key in 0..40 {
+            bins.add(key, u64::from(u32::MAX / 2));
+        }
+        assert!(matches!(bins, Bins::Dense { .. }));
+        let before = bins.clone();
+        bins.add(MAX_BINS as i32 + 1, 1);
+        assert!(matches!(bins, Bins::Wide { .. }));
+        let mut expected = vec![(2, 3 * u64::from(u32::MAX / 2))];
+        expected.extend((3..40).map(|k| (k, u64::from(u32::MAX / 2))));
+        expected.push((MAX_BINS as i32 + 1, 1));
+        assert_eq!(bins.pairs(), expected);
+        assert_ne!(bins, before);
+        // Huge counts survive a snapshot.
+        let bytes = postcard::to_allocvec(&bins).unwrap();
+        assert_eq!(postcard::from_bytes::<Bins>(&bytes).unwrap(), bins);
     }
 
     #[test]
@@ -437,12 +958,32 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_bins_are_refused() {
-        let unsorted = Bins::Sparse(vec![pack(5, 1), pack(3, 1)]);
-        let bytes = postcard::to_allocvec(&unsorted).unwrap();
-        assert!(postcard::from_bytes::<Bins>(&bytes).is_err());
-        let zero_edge = Bins::Dense { offset: 7, counts: Box::new([0, 1]) };
-        let bytes = postcard::to_allocvec(&zero_edge).unwrap();
-        assert!(postcard::from_bytes::<Bins>(&bytes).is_err());
+    fn corrupt_sketches_are_refused() {
+        let bins = |steps: &[(i32, u64)]| postcard::to_allocvec(&steps.to_vec()).unwrap();
+        assert!(postcard::from_bytes::<Bins>(&bins(&[(5, 1), (3, 1)])).is_ok());
+        assert!(postcard::from_bytes::<Bins>(&bins(&[(5, 1), (0, 1)])).is_err());
+        assert!(postcard::from_bytes::<Bins>(&bins(&[(5, 1), (2, 0)])).is_err());
+        assert!(postcard::from_bytes::<Bins>(&bins(&[(5, 1), (2048, 1)])).is_err());
+        assert!(postcard::from_bytes::<Bins>(&bins(&[(MAX_KEY + 1, 1)])).is_err());
+        let valid = binned(&[-1.0, 2.0], 0.0);
+        let bytes = postcard::to_allocvec(&valid).unwrap();
+        assert_eq!(postcard::from_bytes::<PercentileSketch>(&bytes).unwrap(), valid);
+        let mut swapped = valid.clone();
+        (swapped.min, swapped.max) = (valid.max, valid.min);
+        assert!(postcard::from_bytes::<PercentileSketch>(
+            &postcard::to_allocvec(&swapped).unwrap()
+        )
+        .is_err());
+        let unsorted = PercentileSketch {
+            exact: vec![2.0, 1.0],
+            min: 2.0,
+            max: 1.0,
+            count: 2,
+            ..Default::default()
+        };
+        assert!(postcard::from_bytes::<PercentileSketch>(
+            &postcard::to_allocvec(&unsorted).unwrap()
+        )
+        .is_err());
     }
 }

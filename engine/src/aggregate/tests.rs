@@ -191,6 +191,27 @@ fn approx_percentile_of_latencies() {
 }
 
 #[test]
+fn approx_percentile_stays_within_min_and_max() {
+    // One latency: 13, not the bin's 13.065.
+    let p95 = AggKind::ApproxPercentile(0.95);
+    assert_eq!(fold(&p95, &[Value::Int(13)]).result(&p95), json!(13.0));
+    // Exact while few: the value at rank ⌊q·(n−1)⌋ itself.
+    let few: Vec<Value> = [40, 7, 13, 250, 31].map(Value::Int).to_vec();
+    assert_eq!(fold(&p95, &few).result(&p95), json!(40.0));
+    // Binned: the extremes are exact, the rest clamped into [min, max].
+    let many: Vec<Value> =
+        (0..1_000).map(|i| Value::Int(if i % 2 == 0 { 13 } else { 14 })).collect();
+    for (q, exact) in [(0.0, 13.0), (0.3, 13.0), (0.7, 14.0), (1.0, 14.0)] {
+        let kind = AggKind::ApproxPercentile(q);
+        let got = fold(&kind, &many).result(&kind).as_f64().unwrap();
+        assert!((13.0..=14.0).contains(&got), "q={q}: {got}");
+        assert!((got - exact).abs() <= percentile::RELATIVE_ACCURACY * exact, "q={q}: {got}");
+    }
+    let all_13: Vec<Value> = (0..1_000).map(|_| Value::Int(13)).collect();
+    assert_eq!(fold(&p95, &all_13).result(&p95), json!(13.0));
+}
+
+#[test]
 #[should_panic(expected = "different kinds")]
 fn merging_different_kinds_is_a_bug() {
     AggState::new(&AggKind::Sum).merge(&AggState::new(&AggKind::Avg));
@@ -335,7 +356,11 @@ proptest! {
         let sequential = fold(&kind, &values);
         let merged = fold_split_merge(&kind, &values, seed, parts);
         prop_assert_eq!(result_text(&sequential, &kind), result_text(&merged, &kind));
-        // Stronger: the sketch itself is a function of the set.
+        // Stronger: the sketch itself, and its snapshot, are functions of the set.
+        prop_assert_eq!(
+            postcard::to_allocvec(&sequential).unwrap(),
+            postcard::to_allocvec(&merged).unwrap()
+        );
         prop_assert_eq!(sequential, merged);
     }
 
@@ -351,6 +376,10 @@ proptest! {
         let sequential = fold(&kind, &values);
         let merged = fold_split_merge(&kind, &values, seed, parts);
         prop_assert_eq!(&sequential, &merged);
+        prop_assert_eq!(
+            postcard::to_allocvec(&sequential).unwrap(),
+            postcard::to_allocvec(&merged).unwrap()
+        );
         let estimate = sequential.result(&kind).as_f64().unwrap();
         prop_assert!((estimate - n as f64).abs() / n as f64 <= 3.0 * distinct::STANDARD_ERROR);
     }
@@ -363,7 +392,7 @@ proptest! {
                 20 => Just(Value::Int(0)),
                 20 => (1i64..1_000).prop_map(|i| Value::Int(-i)),
                 // Rare and far apart, so that the lowest bins collapse, in sparse and in dense
-                // bins: 1e-20 below the latencies, and 1e15 puts the floor at ~1.6 ms, inside
+                // bins: 1e-20 below the latencies, and 1e15 puts the floor at ~2.4 ms, inside
                 // them.
                 1 => prop_oneof![Just(Value::Float(1e-20)), Just(Value::Float(1e15))],
             ],
@@ -378,6 +407,12 @@ proptest! {
         for kind in &kinds {
             prop_assert_eq!(result_text(&sequential, kind), result_text(&merged, kind), "{:?}", kind);
         }
+        // Stronger: the state (whichever form its bins took) and its snapshot.
+        prop_assert_eq!(
+            postcard::to_allocvec(&sequential).unwrap(),
+            postcard::to_allocvec(&merged).unwrap()
+        );
+        prop_assert_eq!(sequential, merged);
     }
 
     // ---- (2) Sum and avg against exact references ----
