@@ -17,7 +17,7 @@ use crate::window::LogProgress;
 
 const MAGIC: &[u8; 8] = b"KAPPASNP";
 /// Current snapshot format version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -88,7 +88,9 @@ pub struct WindowState {
     pub records: u64,
     /// One state per aggregate, in plan order.
     pub aggs: Box<[AggState]>,
-    #[serde(skip)]
+    /// Changed since the last [`WindowStore::take_changed`]: kept in snapshots, so a window
+    /// folded during replay (when only final windows are written) is still written after a
+    /// restore.
     dirty: bool,
 }
 
@@ -393,6 +395,13 @@ impl WindowStore {
                 let mut state = WindowState::new(plan);
                 state.merge(&entry.state);
                 self.windows.insert((entry.start, id), state);
+            }
+        }
+        if entry.state.dirty {
+            let state = self.windows.get_mut(&(entry.start, id)).expect("inserted above");
+            if !state.dirty {
+                state.dirty = true;
+                self.dirty.push((entry.start, id));
             }
         }
     }
