@@ -14,6 +14,22 @@ fi
 cargo --version
 cargo nextest --version | head -n 1
 
+echo "==> test peers"
+# osmem-server: the Elasticsearch-API peer of the sink and end-to-end tests (pinned; a Go
+# binary inside the PyPI wheel). Kafka needs nothing installed: librdkafka's MockCluster is
+# built into the rdkafka crate.
+OSMEM_VERSION=0.1.6
+venv=target/test-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/pip" show osmem-server 2>/dev/null | grep -qx "Version: $OSMEM_VERSION"; then
+  "$venv/bin/pip" install -q "osmem-server==$OSMEM_VERSION"
+fi
+KAPPA_OSMEM_BIN=$(ls "$PWD"/$venv/lib/python3*/site-packages/osmem_server/bin/osmem-server)
+export KAPPA_OSMEM_BIN
+"$KAPPA_OSMEM_BIN" -version
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -209,7 +209,9 @@ impl<'de> Visitor<'de> for StartFromVisitor {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartPosition {
-    /// The earliest retained offset of every partition.
+    /// The first offset of every partition: the whole log. A replay is refused when retention
+    /// has already removed records (a partition starts above offset 0); to replay only what is
+    /// retained, start from a timestamp.
     Earliest,
     /// The end of every partition at start.
     Latest,

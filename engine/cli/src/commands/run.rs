@@ -1,4 +1,5 @@
-//! `kappa run -f job.yaml --input FILE...`: bounded replay of NDJSON files.
+//! `kappa run -f job.yaml`: the engine service of one job version (Kafka → Elasticsearch, the
+//! process in each version's pod), or with `--input FILE...` a bounded replay of NDJSON files.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kappa_engine::replay::{replay_files, ReplayOptions};
 use kappa_engine::JobPlan;
@@ -27,9 +28,44 @@ pub struct RunArgs {
     /// Where to write dead letters (default: count them only).
     #[arg(long = "dead-letter")]
     dead_letter: Option<PathBuf>,
-    /// Worker threads (default: all cores).
+    /// Worker threads for --input replays (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// Settings of the engine service (`kappa run` without `--input`).
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// Address of the /status, /metrics, /healthz and /readyz endpoints (port 0: any).
+    #[arg(long, env = "KAPPA_STATUS_ADDR", default_value = "0.0.0.0:8080")]
+    status_addr: std::net::SocketAddr,
+    /// Keep checkpoints in this directory instead of the Kafka topic `<group>.checkpoints`.
+    #[arg(long, env = "KAPPA_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint topic (default `<group>.checkpoints`).
+    #[arg(long, env = "KAPPA_CHECKPOINT_TOPIC", conflicts_with = "checkpoint_dir")]
+    checkpoint_topic: Option<String>,
+    /// Time between checkpoints (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    checkpoint_interval: std::time::Duration,
+    /// Time between sink flushes once live (e.g. 1s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    flush_interval: std::time::Duration,
+    /// Dead-letter topic (default `<group>.dead-letters`).
+    #[arg(long, env = "KAPPA_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Discard documents instead of writing them (measures the engine without the sink).
+    #[arg(long)]
+    null_sink: bool,
+    /// Exit 0 once the lag is 0 right after a checkpoint (bounded replays and backfills).
+    #[arg(long)]
+    until_caught_up: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    kappa_crds::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Runs the replay and prints a summary on standard error.
@@ -47,11 +83,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.input.is_empty() {
-        bail!(
-            "kappa run without --input reads Kafka ({}); the Kafka source is not part of this \
-             build yet. Replay files with --input FILE...",
-            job.spec.source.kafka.topic
-        );
+        return run_service(job, &args.service);
     }
     let plan = Arc::new(JobPlan::compile(&job)?);
     let mut options = ReplayOptions::default();
@@ -119,6 +151,33 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         elapsed,
         c.records_in as f64 / elapsed.max(1e-9) / 1e6,
         options.threads,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The engine service: runs until SIGTERM (or until caught up with `--until-caught-up`).
+fn run_service(job: kappa_crds::StreamJob, args: &ServiceArgs) -> anyhow::Result<ExitCode> {
+    use kappa_service::{CheckpointLocation, EngineConfig, SinkChoice};
+    let mut config = EngineConfig::new(job);
+    config.status_addr = args.status_addr;
+    config.checkpoint = match &args.checkpoint_dir {
+        Some(dir) => CheckpointLocation::Directory(dir.clone()),
+        None => CheckpointLocation::Kafka { topic: args.checkpoint_topic.clone() },
+    };
+    config.checkpoint_interval = args.checkpoint_interval;
+    config.flush_interval = args.flush_interval;
+    config.dead_letter_topic = args.dead_letter_topic.clone();
+    config.sink = if args.null_sink { SinkChoice::Null } else { SinkChoice::Elasticsearch };
+    config.until_caught_up = args.until_caught_up;
+    let s = kappa_service::serve(config)?;
+    let why = match s.end {
+        kappa_service::RunEnd::Shutdown => "stopped after a final checkpoint",
+        kappa_service::RunEnd::CaughtUp => "caught up",
+    };
+    eprintln!(
+        "kappa run: {why}: {} records processed by this process, {} documents written, {} \
+         checkpoints, lag {}",
+        s.records_processed, s.documents_written, s.checkpoints, s.lag
     );
     Ok(ExitCode::SUCCESS)
 }

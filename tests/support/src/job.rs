@@ -1,0 +1,28 @@
+//! The reference transaction-statistics job, pointed at test peers.
+
+/// The committed reference job (crds/fixtures/valid/tx-stats.yaml).
+pub const TX_STATS_YAML: &str = include_str!("../../../crds/fixtures/valid/tx-stats.yaml");
+
+/// The reference job with its Kafka bootstrap servers, Elasticsearch URL, alias and version
+/// replaced (the alias keeps tests on one server apart).
+pub fn tx_stats_job(bootstrap: &str, es_url: &str, alias: &str, version: &str) -> String {
+    let mut out = String::with_capacity(TX_STATS_YAML.len());
+    for line in TX_STATS_YAML.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let trimmed = line.trim_start();
+        let replaced = if trimmed.starts_with("bootstrapServers:") {
+            format!("{indent}bootstrapServers: \"{bootstrap}\"")
+        } else if trimmed.starts_with("url:") {
+            format!("{indent}url: \"{es_url}\"")
+        } else if trimmed.starts_with("alias:") {
+            format!("{indent}alias: {alias}")
+        } else if trimmed.starts_with("version:") && indent.len() == 2 {
+            format!("{indent}version: {version}")
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&replaced);
+        out.push('\n');
+    }
+    out
+}
