@@ -35,7 +35,7 @@ use crate::EngineError;
 /// How often the loop refreshes status, metrics and the partition list.
 const TICK: Duration = Duration::from_millis(250);
 /// How often the topic monitor asks for watermarks and partitions.
-const MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
 /// Records handled between clock checks in the hot loop.
 const RECORDS_PER_CLOCK_CHECK: u32 = 1024;
 
@@ -270,6 +270,9 @@ impl Engine {
                     if let Some(next) = self.processor.positions().get(&p) {
                         let e = self.reached.entry(p).or_insert(*next);
                         *e = (*e).max(*next);
+                    }
+                    if self.caught_up_at.is_none() && self.total_lag() == 0 {
+                        self.caught_up_at = Some(Instant::now());
                     }
                 }
                 Polled::Nothing => {}
