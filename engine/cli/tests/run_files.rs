@@ -61,7 +61,7 @@ fn kappa_run_on_a_generated_million_records_equals_the_batch_reference() {
         let want = expected_dead.get(&at).unwrap_or_else(|| panic!("unexpected dead letter {l}"));
         assert_eq!(d["reason"], *want, "{l}");
         assert!(!d["message"].as_str().unwrap().is_empty());
-        let original = &read_lines(&inputs[at.0 as usize])[at.1 as usize];
+        let original = &lines[at.0 as usize][at.1 as usize];
         assert_eq!(d["record"].as_str().unwrap(), original, "dead letter keeps the record");
     }
 

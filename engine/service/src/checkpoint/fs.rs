@@ -128,13 +128,7 @@ impl CheckpointStore for FsCheckpointStore {
     }
 
     fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        if let Some(latest) = self.latest_seq.filter(|&l| checkpoint.seq <= l) {
-            return Err(CheckpointError::SeqNotAfterLatest {
-                store: self.describe(),
-                seq: checkpoint.seq,
-                latest,
-            });
-        }
+        super::ensure_after_latest(self.latest_seq, checkpoint.seq, || self.describe())?;
         let path = self.file_path(checkpoint.seq);
         let temp = path.with_extension(format!("bin{TEMP_SUFFIX}"));
         let write_error = |source| CheckpointError::WriteFile { path: temp.clone(), source };

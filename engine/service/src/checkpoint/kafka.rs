@@ -516,13 +516,7 @@ impl CheckpointStore for KafkaCheckpointStore {
     }
 
     fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        if let Some(latest) = self.latest_seq.filter(|&l| checkpoint.seq <= l) {
-            return Err(CheckpointError::SeqNotAfterLatest {
-                store: self.describe(),
-                seq: checkpoint.seq,
-                latest,
-            });
-        }
+        super::ensure_after_latest(self.latest_seq, checkpoint.seq, || self.describe())?;
         let (count, checksum) = self.write_chunks(checkpoint)?;
         self.write_commit(checkpoint, count, checksum)?;
         let keys: Vec<String> = (0..count)

@@ -53,6 +53,19 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
+/// Refuses a `seq` that is not above the store's latest: a lower one would be shadowed by the
+/// newer checkpoint on the next load.
+pub(crate) fn ensure_after_latest(
+    latest: Option<u64>,
+    seq: u64,
+    store: impl FnOnce() -> String,
+) -> Result<(), CheckpointError> {
+    match latest.filter(|&l| seq <= l) {
+        Some(latest) => Err(CheckpointError::SeqNotAfterLatest { store: store(), seq, latest }),
+        None => Ok(()),
+    }
+}
+
 /// Where checkpoints are kept.
 pub trait CheckpointStore: Send {
     /// The latest complete checkpoint, if any. Incomplete or corrupt ones are skipped (logged),
