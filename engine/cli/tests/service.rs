@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kappa_engine::gen::GenConfig;
-use kappa_testkit::job::tx_stats_job;
+use kappa_testkit::job::{tx_stats_job, tx_stats_job_record_time};
 use kappa_testkit::kafka::MockKafka;
 use kappa_testkit::osmem::OsmemServer;
 use kappa_testkit::reference::Reference;
@@ -39,6 +39,11 @@ struct World {
 
 impl World {
     fn new(records: u64, seed: u64, alias: &str) -> Self {
+        Self::with_log_time(records, seed, alias, false)
+    }
+
+    /// `record_time`: the job has no `pipeline.logTime`, so log time is the Kafka timestamp.
+    fn with_log_time(records: u64, seed: u64, alias: &str, record_time: bool) -> Self {
         let kafka = MockKafka::new();
         kafka.create_topic(TOPIC, PARTITIONS as i32);
         let version = "v1".to_owned();
@@ -46,8 +51,8 @@ impl World {
         kafka.create_topic(&format!("{group}.checkpoints"), 1);
         kafka.create_topic(&format!("{group}.dead-letters"), 1);
         let cfg = GenConfig { records, seed, ..GenConfig::default() };
-        let lines = kafka.produce_workload(TOPIC, &cfg, PARTITIONS);
-        let reference = Reference::compute(&lines);
+        let (lines, times) = kafka.produce_workload_timed(TOPIC, &cfg, PARTITIONS);
+        let reference = Reference::compute_with(&lines, record_time.then_some(&times[..]));
         assert!(
             reference.late > 0 && reference.filtered > 0 && reference.dead.len() > 100,
             "the workload exercises late, filtered and dead-letter paths"
@@ -256,6 +261,14 @@ fn replay_into_the_index_equals_the_batch_reference() {
     let amplification = written as f64 / distinct as f64;
     eprintln!("write amplification {amplification:.3} ({written} writes, {distinct} documents)");
     assert!(amplification <= 1.5, "replay rewrote documents: {amplification:.3}");
+}
+
+#[test]
+fn without_a_log_time_field_the_kafka_timestamp_is_log_time() {
+    let world = World::with_log_time(60_000, 15, "rectime", true);
+    world.run_until_caught_up();
+    world.assert_index_equals_reference();
+    world.assert_dead_letters();
 }
 
 #[test]

@@ -26,3 +26,28 @@ pub fn tx_stats_job(bootstrap: &str, es_url: &str, alias: &str, version: &str) -
     }
     out
 }
+
+/// [`tx_stats_job`] without `pipeline.logTime`: log time is the Kafka record timestamp.
+pub fn tx_stats_job_record_time(
+    bootstrap: &str,
+    es_url: &str,
+    alias: &str,
+    version: &str,
+) -> String {
+    let job = tx_stats_job(bootstrap, es_url, alias, version);
+    let mut out = String::with_capacity(job.len());
+    let mut skip = 0;
+    for line in job.lines() {
+        if line.trim_start().starts_with("logTime:") {
+            skip = 2; // its `field` and `format` lines
+            continue;
+        }
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

@@ -62,6 +62,17 @@ impl MockKafka {
         cfg: &GenConfig,
         partitions: usize,
     ) -> Vec<Vec<String>> {
+        self.produce_workload_timed(topic, cfg, partitions).0
+    }
+
+    /// [`Self::produce_workload`], also returning each record's Kafka timestamp.
+    pub fn produce_workload_timed(
+        &self,
+        topic: &str,
+        cfg: &GenConfig,
+        partitions: usize,
+    ) -> (Vec<Vec<String>>, Vec<Vec<i64>>) {
+        let mut times: Vec<Vec<i64>> = vec![Vec::new(); partitions];
         let producer = self.producer();
         let mut lines: Vec<Vec<String>> = vec![Vec::new(); partitions];
         let mut generator = LogGenerator::new(cfg, partitions).expect("valid generator config");
@@ -81,9 +92,10 @@ impl MockKafka {
                     }
                 }
             }
+            times[line.partition].push(line.log_millis);
             lines[line.partition].push(text);
         }
         producer.flush(Duration::from_secs(120)).expect("all records acknowledged");
-        lines
+        (lines, times)
     }
 }

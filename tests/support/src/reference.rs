@@ -51,12 +51,12 @@ fn millis(v: Option<&Json>) -> Result<i64, &'static str> {
     }
 }
 
-fn judge(line: &str) -> Verdict {
+fn judge(line: &str, record_time: Option<i64>) -> Verdict {
     let Ok(v) = serde_json::from_str::<Json>(line) else { return Verdict::Dead("malformed_json") };
     if !v.is_object() {
         return Verdict::Dead("not_an_object");
     }
-    let log = match millis(v.get("logged_time")) {
+    let log = match record_time.map_or_else(|| millis(v.get("logged_time")), Ok) {
         Ok(t) => t,
         Err(r) => return Verdict::Dead(r),
     };
@@ -115,17 +115,29 @@ pub struct Reference {
 
 impl Reference {
     /// Computes the reference over `partitions` (lines in offset order, one list per
-    /// partition).
+    /// partition), log time from the `logged_time` field.
     pub fn compute(partitions: &[Vec<String>]) -> Self {
+        Self::compute_with(partitions, None)
+    }
+
+    /// [`Self::compute`] with log time from the records' Kafka timestamps when given (a job
+    /// without `pipeline.logTime`).
+    pub fn compute_with(partitions: &[Vec<String>], record_times: Option<&[Vec<i64>]>) -> Self {
         let mut r = Reference { max_log: i64::MIN, ..Reference::default() };
         for (p, lines) in partitions.iter().enumerate() {
             for (offset, line) in lines.iter().enumerate() {
-                if let Ok(v) = serde_json::from_str::<Json>(line) {
-                    if let Ok(t) = millis(v.get("logged_time")) {
-                        r.max_log = r.max_log.max(t);
+                let record_time = record_times.map(|t| t[p][offset]);
+                match record_time {
+                    Some(t) => r.max_log = r.max_log.max(t),
+                    None => {
+                        if let Ok(v) = serde_json::from_str::<Json>(line) {
+                            if let Ok(t) = millis(v.get("logged_time")) {
+                                r.max_log = r.max_log.max(t);
+                            }
+                        }
                     }
                 }
-                match judge(line) {
+                match judge(line, record_time) {
                     Verdict::Dead(reason) => {
                         r.dead.insert((p as u32, offset as i64), reason);
                     }
