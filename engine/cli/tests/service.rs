@@ -51,8 +51,15 @@ impl World {
         kafka.create_topic(&format!("{group}.checkpoints"), 1);
         kafka.create_topic(&format!("{group}.dead-letters"), 1);
         let cfg = GenConfig { records, seed, ..GenConfig::default() };
-        let (lines, times) = kafka.produce_workload_timed(TOPIC, &cfg, PARTITIONS);
+        // With record-time log time, the Kafka timestamps run 2 h after `logged_time`, so the
+        // lateness rule and finality tell the two log times apart.
+        let shift = if record_time { 2 * 3_600_000 } else { 0 };
+        let (lines, times) = kafka.produce_workload_timed(TOPIC, &cfg, PARTITIONS, shift);
         let reference = Reference::compute_with(&lines, record_time.then_some(&times[..]));
+        if record_time {
+            let by_field = Reference::compute(&lines);
+            assert_ne!(by_field.late, reference.late, "the test can tell the log times apart");
+        }
         assert!(
             reference.late > 0 && reference.filtered > 0 && reference.dead.len() > 100,
             "the workload exercises late, filtered and dead-letter paths"
@@ -60,7 +67,8 @@ impl World {
         let es = OsmemServer::start();
         let dir = tempfile::tempdir().unwrap();
         let job = dir.path().join("job.yaml");
-        std::fs::write(&job, tx_stats_job(&kafka.bootstrap(), &es.url(), alias, &version)).unwrap();
+        let yaml = if record_time { tx_stats_job_record_time } else { tx_stats_job };
+        std::fs::write(&job, yaml(&kafka.bootstrap(), &es.url(), alias, &version)).unwrap();
         let (alias, checkpoint_interval) = (alias.to_owned(), "500ms");
         Self { kafka, es, lines, reference, dir, job, alias, version, checkpoint_interval }
     }

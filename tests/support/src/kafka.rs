@@ -62,15 +62,17 @@ impl MockKafka {
         cfg: &GenConfig,
         partitions: usize,
     ) -> Vec<Vec<String>> {
-        self.produce_workload_timed(topic, cfg, partitions).0
+        self.produce_workload_timed(topic, cfg, partitions, 0).0
     }
 
-    /// [`Self::produce_workload`], also returning each record's Kafka timestamp.
+    /// [`Self::produce_workload`] with record timestamps `shift_ms` after the lines' log time,
+    /// also returning each record's timestamp.
     pub fn produce_workload_timed(
         &self,
         topic: &str,
         cfg: &GenConfig,
         partitions: usize,
+        shift_ms: i64,
     ) -> (Vec<Vec<String>>, Vec<Vec<i64>>) {
         let mut times: Vec<Vec<i64>> = vec![Vec::new(); partitions];
         let producer = self.producer();
@@ -81,7 +83,7 @@ impl MockKafka {
             let text = String::from_utf8_lossy(bytes).into_owned();
             let mut record = BaseRecord::<(), [u8]>::to(topic)
                 .partition(line.partition as i32)
-                .timestamp(line.log_millis)
+                .timestamp(line.log_millis + shift_ms)
                 .payload(text.as_bytes());
             loop {
                 match producer.send(record) {
@@ -92,7 +94,7 @@ impl MockKafka {
                     }
                 }
             }
-            times[line.partition].push(line.log_millis);
+            times[line.partition].push(line.log_millis + shift_ms);
             lines[line.partition].push(text);
         }
         producer.flush(Duration::from_secs(120)).expect("all records acknowledged");
