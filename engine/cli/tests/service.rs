@@ -280,6 +280,31 @@ fn without_a_log_time_field_the_kafka_timestamp_is_log_time() {
 }
 
 #[test]
+fn start_from_latest_reads_only_what_arrives_after_the_start() {
+    let world = World::new(40_000, 16, "latest");
+    let job = std::fs::read_to_string(&world.job).unwrap();
+    let latest = job.replace("startFrom: earliest", "startFrom: latest");
+    assert_ne!(job, latest, "the fixture names startFrom");
+    std::fs::write(&world.job, latest).unwrap();
+    let port = free_port();
+    let mut child = world.engine(port, &[]);
+    let ready =
+        wait_status(port, Duration::from_secs(60), "start-up", |s| s["phase"] != "starting");
+    assert_eq!(ready["total_lag"], 0, "the existing log is not lag for a latest start: {ready}");
+    // Records produced after the start are all read; the ones before are not.
+    let cfg = GenConfig { records: 30_000, seed: 17, ..GenConfig::default() };
+    let (new_lines, _) = world.kafka.produce_workload_timed(TOPIC, &cfg, PARTITIONS, 0);
+    let n = new_lines.iter().map(Vec::len).sum::<usize>() as u64;
+    wait_status(port, Duration::from_secs(120), "the new records", |s| {
+        records_in(s) == n && s["total_lag"] == 0
+    });
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success(), "{}", world.log());
+    let docs = world.es.search_all(&world.index());
+    Reference::compute(&new_lines).assert_documents(&docs);
+}
+
+#[test]
 fn kill_9_during_the_replay_loses_and_double_counts_nothing() {
     let mut world = World::new(120_000, 12, "crash");
     // Frequent checkpoints, so kills land before, during and after checkpoint writes.

@@ -80,6 +80,9 @@ struct Engine {
     runtime: tokio::runtime::Handle,
     phase: Phase,
     next_seq: u64,
+    /// The position each partition was assigned at (start-up or when it was added): where a
+    /// partition without processed records resumes when the assignment is rebuilt.
+    assigned: Positions,
     /// Next offset per partition as of the latest end-of-partition event (offsets with no
     /// record, e.g. transaction markers, still count as consumed).
     reached: BTreeMap<u32, i64>,
@@ -202,6 +205,7 @@ impl Engine {
         }
         runtime.block_on(sink.prepare())?;
         source.assign(&positions)?;
+        let assigned = positions;
         board.set_ready(true);
         let processor_counters = processor.counters();
         Ok(Self {
@@ -215,6 +219,7 @@ impl Engine {
             runtime,
             phase: Phase::Replaying,
             next_seq,
+            assigned,
             reached: BTreeMap::new(),
             last_checkpoint: None,
             documents_out: 0,
@@ -324,15 +329,14 @@ impl Engine {
         let earliest = kappa_crds::StartFrom::Position(kappa_crds::StartPosition::Earliest);
         let start = self.source.start_positions(&added, &earliest)?;
         tracing::info!(?added, "partitions added to the topic: assigning them from the start");
-        let mut positions = self.processor.positions().clone();
         for (&p, &o) in &start {
             self.processor.assign(p);
-            positions.insert(p, o);
+            self.assigned.insert(p, o);
         }
-        // Partitions without records yet keep their start position.
-        for p in view.watermarks.keys() {
-            positions.entry(*p).or_insert(0);
-        }
+        // Processed partitions resume at their next offset; the others keep the position they
+        // were assigned at (e.g. the head, for `startFrom: latest`).
+        let mut positions = self.assigned.clone();
+        positions.extend(self.processor.positions().iter().map(|(&p, &o)| (p, o)));
         self.source.assign(&positions)?;
         Ok(())
     }
@@ -343,7 +347,8 @@ impl Engine {
         view.watermarks
             .iter()
             .map(|(&p, w)| {
-                let next = positions.get(&p).copied().unwrap_or(w.low);
+                // A partition with no processed record yet is at its assigned start.
+                let next = positions.get(&p).or(self.assigned.get(&p)).copied().unwrap_or(w.low);
                 let reached = self.reached.get(&p).copied().unwrap_or(next).max(next);
                 let log_time = self
                     .processor
