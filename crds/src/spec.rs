@@ -472,9 +472,11 @@ pub struct EngineSpec {
     /// Engine container image. Part of the logic: changing it needs a new `spec.version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Engine replicas per version (default 1).
+    /// Engine pods per version: 1 (default) or 0 to pause the version. The engine reads every
+    /// partition of the topic itself and owns its checkpoint, so a second pod would only
+    /// duplicate work; scale-out across pods is not implemented yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 64))]
+    #[schemars(range(min = 0, max = 1))]
     pub replicas: Option<i32>,
     /// Container resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,6 +503,21 @@ pub struct PromotionSpec {
     #[serde(default = "default_stable_for")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$"))]
     pub stable_for: String,
+    /// Optional verification gate before a swap (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// The verification gate: before the alias moves from a live version to a new one, the two
+/// indexes are compared on windows that can no longer change (ending more than `maxLateness`
+/// ago).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifySpec {
+    /// The new index's document count over those windows must be within this many percent of
+    /// the live index's (e.g. `2` allows 2%).
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_doc_count_diff_percent: f64,
 }
 
 impl Default for PromotionSpec {
@@ -510,6 +527,7 @@ impl Default for PromotionSpec {
             max_lag: default_max_lag(),
             max_delay: default_max_delay(),
             stable_for: default_stable_for(),
+            verify: None,
         }
     }
 }

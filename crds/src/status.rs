@@ -109,9 +109,22 @@ pub struct VersionStatus {
     /// When its engine started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// Since when the caught-up rule has held without a break (RFC 3339); cleared when it
+    /// breaks. The version is caught up once this is `promotion.stableFor` old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_since: Option<String>,
     /// When it first met the caught-up rule (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caught_up_at: Option<String>,
+    /// When the alias last moved to it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<String>,
+    /// When it last stopped being live (RFC 3339); `retention.warmFor` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
+    /// Engine pods the operator asks for (0 once the version is retained or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
     /// Detail, e.g. why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

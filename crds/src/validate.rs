@@ -19,8 +19,9 @@ use crate::spec::{
 const MAX_INDEX_NAME_BYTES: usize = 255;
 /// Longest Kafka topic name.
 const MAX_TOPIC_LEN: usize = 249;
-/// Most engine replicas per version (the schema's bound).
-const MAX_REPLICAS: i32 = 64;
+/// Most engine replicas per version (the schema's bound): one engine owns a version's
+/// partitions and checkpoint.
+const MAX_REPLICAS: i32 = 1;
 /// Most retained previous versions (the schema's bound).
 const MAX_KEEP_VERSIONS: i32 = 20;
 /// Characters Elasticsearch refuses anywhere in an index name.
@@ -590,6 +591,15 @@ fn check_promotion(errors: &mut Errors, promotion: &PromotionSpec) {
     }
     errors.duration("spec.promotion.maxDelay", &promotion.max_delay, false);
     errors.duration("spec.promotion.stableFor", &promotion.stable_for, false);
+    if let Some(verify) = &promotion.verify {
+        let pct = verify.max_doc_count_diff_percent;
+        if !(0.0..=100.0).contains(&pct) {
+            errors.push(
+                "spec.promotion.verify.maxDocCountDiffPercent",
+                format!("{pct} is not a percentage in 0..=100; write e.g. 2 for 2%"),
+            );
+        }
+    }
 }
 
 fn check_retention(errors: &mut Errors, retention: &RetentionSpec) {

@@ -1,5 +1,13 @@
-//! The StreamJob operator: read → validate → decide (pure lifecycle state machine) → build
-//! (pure object builders) → apply → status.
+//! The StreamJob operator. Each reconcile runs one pipeline:
 //!
-//! Nothing is implemented here yet: the controller is tracked by the operator issue. The crate
-//! exists so the workspace layout is the one the design fixes.
+//! read ([`controller`]) → observe ([`observe`]: workloads, Kafka lag, engine `/status`, the
+//! alias) → decide ([`lifecycle`], a pure state machine) → build ([`build`], pure object
+//! builders) → apply ([`controller`]) → write status.
+//!
+//! Only [`controller`] and [`observe`] do I/O; the decisions and the desired objects are pure
+//! functions, unit tested on their own.
+
+pub mod build;
+pub mod lifecycle;
+pub mod names;
+pub mod observe;

@@ -16,13 +16,13 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The liveness probe fails when the engine loop has not ticked for this long.
 pub const STALL_AFTER_MS: i64 = 60_000;
 
 /// The engine's phase, as `/status` and the operator see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Restoring the checkpoint, checking retention, creating the index.
@@ -39,7 +39,7 @@ pub enum Phase {
 }
 
 /// One partition's progress.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PartitionStatus {
     /// Partition id.
     pub partition: u32,
@@ -54,7 +54,7 @@ pub struct PartitionStatus {
 }
 
 /// Record counters.
-#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct RecordCounts {
     /// Records read.
     pub records_in: u64,
@@ -71,7 +71,7 @@ pub struct RecordCounts {
 }
 
 /// Sink health and totals.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct SinkStatus {
     /// `healthy` or `degraded`.
     pub state: String,
@@ -88,7 +88,7 @@ pub struct SinkStatus {
 }
 
 /// The last checkpoint.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct CheckpointStatus {
     /// Sequence number.
     pub seq: u64,
@@ -103,7 +103,7 @@ pub struct CheckpointStatus {
 }
 
 /// `GET /status`.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct EngineStatus {
     /// Job name.
     pub job: String,

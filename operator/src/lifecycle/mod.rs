@@ -1,0 +1,1 @@
+//! The lifecycle state machine of job versions (pure).

@@ -1,0 +1,1 @@
+//! Observation of the world a decision depends on.
