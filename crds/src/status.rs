@@ -103,6 +103,13 @@ pub struct VersionStatus {
     /// Total consumer lag in records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
+    /// Sum over partitions of the next offset the version will process (with `headOffsets`,
+    /// the replay's progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_offsets: Option<i64>,
+    /// Sum over partitions of the high watermark when last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_offsets: Option<i64>,
     /// Event-time watermark (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<String>,
