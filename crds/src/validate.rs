@@ -17,6 +17,8 @@ use crate::spec::{
 
 /// Longest Elasticsearch index name, in bytes.
 const MAX_INDEX_NAME_BYTES: usize = 255;
+/// Longest StreamJob name (a Kubernetes label value).
+const MAX_JOB_NAME_LEN: usize = 63;
 /// Longest Kafka topic name.
 const MAX_TOPIC_LEN: usize = 249;
 /// Most engine replicas per version (the schema's bound): one engine owns a version's
@@ -69,6 +71,20 @@ impl std::fmt::Display for FieldError {
 pub fn validate(job: &StreamJob) -> Vec<FieldError> {
     let spec = &job.spec;
     let mut errors = Errors::default();
+    if let Some(name) = &job.metadata.name {
+        // The name is the value of the `kappa.dev/job` label on every object of the job, and
+        // label values have at most 63 characters.
+        if name.len() > MAX_JOB_NAME_LEN {
+            errors.push(
+                "metadata.name",
+                format!(
+                    "{} characters is longer than {MAX_JOB_NAME_LEN}: the name labels every object \
+                     of the job; choose a shorter name",
+                    name.len()
+                ),
+            );
+        }
+    }
     let version_ok = errors.dns_label("spec.version", &spec.version);
     check_source(&mut errors, &spec.source.kafka);
     check_pipeline(&mut errors, &spec.pipeline);
@@ -696,6 +712,15 @@ mod tests {
 
     fn paths(job: &StreamJob) -> Vec<String> {
         validate(job).into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn a_job_name_longer_than_a_label_value_is_refused() {
+        let mut job = reference();
+        job.metadata.name = Some("j".repeat(64));
+        assert_eq!(paths(&job), ["metadata.name"]);
+        job.metadata.name = Some("j".repeat(63));
+        assert!(validate(&job).is_empty());
     }
 
     #[test]

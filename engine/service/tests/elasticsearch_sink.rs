@@ -228,13 +228,13 @@ async fn alias_swaps_are_atomic() {
     let cluster = v1.cluster().clone();
 
     assert!(cluster.alias_targets("tx-stats").await.unwrap().is_empty());
-    cluster.swap_alias("tx-stats", None, "tx-stats-v1").await.unwrap();
+    cluster.swap_alias("tx-stats", &[], "tx-stats-v1").await.unwrap();
     assert_eq!(cluster.alias_targets("tx-stats").await.unwrap(), ["tx-stats-v1"]);
-    cluster.swap_alias("tx-stats", Some("tx-stats-v1"), "tx-stats-v2").await.unwrap();
+    cluster.swap_alias("tx-stats", &["tx-stats-v1"], "tx-stats-v2").await.unwrap();
     assert_eq!(cluster.alias_targets("tx-stats").await.unwrap(), ["tx-stats-v2"]);
 
     // A request whose second action fails changes nothing: the actions apply together or not.
-    let error = cluster.swap_alias("tx-stats", Some("tx-stats-v2"), "no-such-index").await;
+    let error = cluster.swap_alias("tx-stats", &["tx-stats-v2"], "no-such-index").await;
     assert!(error.is_err());
     assert_eq!(cluster.alias_targets("tx-stats").await.unwrap(), ["tx-stats-v2"]);
 
@@ -255,11 +255,43 @@ async fn alias_swaps_are_atomic() {
     let mut current = "tx-stats-v2";
     for _ in 0..50 {
         let next = if current == "tx-stats-v1" { "tx-stats-v2" } else { "tx-stats-v1" };
-        cluster.swap_alias("tx-stats", Some(current), next).await.unwrap();
+        cluster.swap_alias("tx-stats", &[current], next).await.unwrap();
         current = next;
     }
     stop.store(true, Ordering::Relaxed);
     let observations = reader.await.unwrap();
     assert!(observations > 0);
     assert_eq!(cluster.alias_targets("tx-stats").await.unwrap(), [current]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_admin_calls_move_from_several_indices_count_ranges_and_delete() {
+    let server = OsmemServer::start();
+    let plan = plan(&["server"]);
+    let (v1, v2, v3) =
+        (sink(&server, "tx-stats-v1"), sink(&server, "tx-stats-v2"), sink(&server, "tx-stats-v3"));
+    for s in [&v1, &v2, &v3] {
+        s.ensure_index(&plan).await.unwrap();
+    }
+    let cluster = v1.cluster().clone();
+    cluster.swap_alias("tx-stats", &[], "tx-stats-v1").await.unwrap();
+    cluster.swap_alias("tx-stats", &[], "tx-stats-v2").await.unwrap();
+    assert_eq!(cluster.alias_targets("tx-stats").await.unwrap(), ["tx-stats-v1", "tx-stats-v2"]);
+    cluster.swap_alias("tx-stats", &["tx-stats-v1", "tx-stats-v2"], "tx-stats-v3").await.unwrap();
+    assert_eq!(cluster.alias_targets("tx-stats").await.unwrap(), ["tx-stats-v3"]);
+
+    for (id, end) in [("a", "2026-01-01T00:01:00.000Z"), ("b", "2026-01-01T00:05:00.000Z")] {
+        let (status, body) = kappa_testkit::http::send_json(
+            "PUT",
+            &format!("{}/tx-stats-v3/_doc/{id}?refresh=true", server.url()),
+            Some(&serde_json::json!({"window_end": end, "server": "s1"})),
+        );
+        assert!((200..300).contains(&status), "{body}");
+    }
+    let older = serde_json::json!({"range": {"window_end": {"lt": "2026-01-01T00:03:00.000Z"}}});
+    assert_eq!(cluster.count_matching("tx-stats-v3", &older).await.unwrap(), 1);
+
+    assert!(cluster.delete_index("tx-stats-v1").await.unwrap());
+    assert!(!cluster.delete_index("tx-stats-v1").await.unwrap(), "deleting twice is fine");
+    assert_eq!(server.alias_targets("tx-stats"), ["tx-stats-v3"]);
 }

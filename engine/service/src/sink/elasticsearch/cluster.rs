@@ -189,15 +189,16 @@ impl Cluster {
         })
     }
 
-    /// Points `alias` at `add`, removing it from `remove` in the same request, so readers see
-    /// either the old index or the new one, never none or both.
+    /// Points `alias` at `add`, removing it from every index in `remove` in the same request,
+    /// so readers see either the old index or the new one, never none or both.
     pub async fn swap_alias(
         &self,
         alias: &str,
-        remove: Option<&str>,
+        remove: &[&str],
         add: &str,
     ) -> Result<(), SinkError> {
-        let action = format!("move alias {alias} from {} to {add}", remove.unwrap_or("nothing"));
+        let from = if remove.is_empty() { "nothing".to_owned() } else { remove.join(", ") };
+        let action = format!("move alias {alias} from {from} to {add}");
         let body = alias_actions(alias, remove, add);
         self.send_json(Method::Post, "_aliases", Some(&body), &action).await?;
         Ok(())
@@ -228,6 +229,29 @@ impl Cluster {
         value["count"]
             .as_u64()
             .ok_or_else(|| self.protocol_error(&action, "no numeric `count`".to_owned()))
+    }
+
+    /// Documents in `index` matching `query` (a query DSL object, e.g. a `range`).
+    pub async fn count_matching(&self, index: &str, query: &Value) -> Result<u64, SinkError> {
+        let action = format!("count matching documents of {index}");
+        let body = serde_json::json!({ "query": query });
+        let path = format!("{index}/_count");
+        let answer = self.send_json(Method::Post, &path, Some(&body), &action).await?;
+        let value: Value = self.parse(&answer, &action)?;
+        value["count"]
+            .as_u64()
+            .ok_or_else(|| self.protocol_error(&action, "no numeric `count`".to_owned()))
+    }
+
+    /// Deletes `index`. Returns `false` when it did not exist (already deleted).
+    pub async fn delete_index(&self, index: &str) -> Result<bool, SinkError> {
+        let action = format!("delete index {index}");
+        let answer = self.send(Method::Delete, index, None, false, &action).await?;
+        match answer.status {
+            404 => Ok(false),
+            _ if answer.is_success() => Ok(true),
+            _ => Err(self.http_error(&answer, &action)),
+        }
     }
 
     /// Makes recent writes to `index` visible to search and count.

@@ -153,18 +153,18 @@ pub fn create_index_body(settings: Value, mappings: Value) -> Value {
     json!({ "settings": settings, "mappings": mappings })
 }
 
-/// The body of `POST /_aliases` moving `alias` from `remove` to `add` in one atomic request
-/// (only adding when `remove` is `None`).
+/// The body of `POST /_aliases` moving `alias` from the indices in `remove` to `add` in one
+/// atomic request (only adding when `remove` is empty).
 ///
 /// ```
 /// use kappa_service::sink::elasticsearch::request::alias_actions;
-/// let body = alias_actions("tx", Some("tx-v1"), "tx-v2");
+/// let body = alias_actions("tx", &["tx-v1"], "tx-v2");
 /// assert_eq!(body["actions"][0]["remove"]["index"], "tx-v1");
 /// assert_eq!(body["actions"][1]["add"]["index"], "tx-v2");
 /// ```
-pub fn alias_actions(alias: &str, remove: Option<&str>, add: &str) -> Value {
-    let mut actions = Vec::with_capacity(2);
-    if let Some(index) = remove {
+pub fn alias_actions(alias: &str, remove: &[&str], add: &str) -> Value {
+    let mut actions = Vec::with_capacity(remove.len() + 1);
+    for index in remove {
         actions.push(json!({ "remove": { "index": index, "alias": alias } }));
     }
     actions.push(json!({ "add": { "index": add, "alias": alias } }));
@@ -408,14 +408,14 @@ mod tests {
     #[test]
     fn alias_swap_is_remove_then_add_in_one_body() {
         assert_eq!(
-            alias_actions("tx", Some("tx-v1"), "tx-v2"),
+            alias_actions("tx", &["tx-v1"], "tx-v2"),
             json!({"actions": [
                 {"remove": {"index": "tx-v1", "alias": "tx"}},
                 {"add": {"index": "tx-v2", "alias": "tx"}}
             ]})
         );
         assert_eq!(
-            alias_actions("tx", None, "tx-v1"),
+            alias_actions("tx", &[], "tx-v1"),
             json!({"actions": [{"add": {"index": "tx-v1", "alias": "tx"}}]})
         );
     }
