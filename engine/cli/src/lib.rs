@@ -4,9 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod commands;
+
+pub use commands::cluster;
 
 /// Kappa: event-time stream jobs with blue/green replay into Elasticsearch.
 #[derive(Debug, Parser)]
@@ -31,6 +34,14 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Generate transaction logs shaped like the reference workload (NDJSON).
     Gen(commands::gen::GenArgs),
+    /// Show a StreamJob's versions, conditions and live version from its status; a replaying
+    /// version gets a progress bar with rate and ETA.
+    Status(commands::cluster::StatusArgs),
+    /// Move the alias to a version: approve spec.version (the default, removing a pin) or pin
+    /// another complete version with spec.activeVersion.
+    Promote(commands::cluster::PromoteArgs),
+    /// Pin the alias to a previous version (default: the most recently retired one).
+    Rollback(commands::cluster::RollbackArgs),
 }
 
 /// Runs a parsed command line.
@@ -43,5 +54,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => commands::run::run(&args),
         Command::Gen(args) => commands::gen::run(&args),
+        Command::Status(args) => block_on(commands::cluster::run_status(&args)),
+        Command::Promote(args) => block_on(commands::cluster::run_promote(&args)),
+        Command::Rollback(args) => block_on(commands::cluster::run_rollback(&args)),
     }
+}
+
+/// Runs one cluster command to completion on a fresh runtime (the other commands need none).
+fn block_on(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(command)
 }

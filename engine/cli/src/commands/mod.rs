@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cluster;
 pub mod gen;
 pub mod run;
 pub mod validate;

@@ -64,7 +64,7 @@ pub struct ServiceArgs {
     until_caught_up: bool,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     kappa_crds::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
