@@ -90,6 +90,54 @@ pub enum VersionPhase {
     RolledBack,
 }
 
+impl VersionPhase {
+    /// Whether a version in this phase has a complete index, so it may serve the alias (the
+    /// rule for `spec.activeVersion` and for promotion).
+    ///
+    /// ```
+    /// use kappa_crds::VersionPhase;
+    /// assert!(VersionPhase::Retained.is_complete());
+    /// assert!(!VersionPhase::Replaying.is_complete());
+    /// ```
+    pub fn is_complete(self) -> bool {
+        matches!(
+            self,
+            VersionPhase::CaughtUp
+                | VersionPhase::Live
+                | VersionPhase::Retiring
+                | VersionPhase::Retained
+                | VersionPhase::RolledBack
+        )
+    }
+
+    /// Whether a version in this phase was live before and is kept for rollback.
+    pub fn is_previous(self) -> bool {
+        matches!(self, VersionPhase::Retiring | VersionPhase::Retained | VersionPhase::RolledBack)
+    }
+}
+
+impl VersionStatus {
+    /// The row of a version just accepted: `Pending`, nothing observed yet.
+    pub fn pending(version: &str, index: String) -> Self {
+        Self {
+            version: version.to_owned(),
+            index,
+            phase: VersionPhase::Pending,
+            lag: None,
+            consumed_offsets: None,
+            head_offsets: None,
+            watermark: None,
+            started_at: None,
+            stable_since: None,
+            caught_up_at: None,
+            promoted_at: None,
+            retired_at: None,
+            replicas: None,
+            message: None,
+        }
+    }
+}
+
 /// One row per version.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

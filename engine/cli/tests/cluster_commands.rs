@@ -38,22 +38,10 @@ impl Fixture {
         if phase == Live {
             self.status().live_version = Some(version.to_string());
         }
-        self.status().versions.push(VersionStatus {
-            version: version.to_string(),
-            index: format!("tx-stats-{version}"),
-            phase,
-            lag: None,
-            consumed_offsets: None,
-            head_offsets: None,
-            watermark: None,
-            started_at: None,
-            stable_since: None,
-            caught_up_at: None,
-            promoted_at: None,
-            retired_at: None,
-            replicas: None,
-            message: None,
-        });
+        let index = format!("tx-stats-{version}");
+        self.status()
+            .versions
+            .push(VersionStatus { phase, ..VersionStatus::pending(version, index) });
         self
     }
 

@@ -275,21 +275,12 @@ pub fn same_logic(a: &StreamJobSpec, b: &StreamJobSpec) -> bool {
         && a.engine.image == b.engine.image
 }
 
-/// The phases of a version whose index is complete: it may serve the alias.
 fn is_complete(phase: VersionPhase) -> bool {
-    matches!(
-        phase,
-        VersionPhase::CaughtUp
-            | VersionPhase::Live
-            | VersionPhase::Retiring
-            | VersionPhase::Retained
-            | VersionPhase::RolledBack
-    )
+    phase.is_complete()
 }
 
-/// The phases of a version that was live and is kept for rollback.
 fn is_previous(phase: VersionPhase) -> bool {
-    matches!(phase, VersionPhase::Retiring | VersionPhase::Retained | VersionPhase::RolledBack)
+    phase.is_previous()
 }
 
 /// Mutable working state of one decision.
@@ -398,22 +389,7 @@ fn admit_spec_version(work: &mut Work) {
 }
 
 fn new_row(version: &str, index: String) -> VersionStatus {
-    VersionStatus {
-        version: version.to_owned(),
-        index,
-        phase: VersionPhase::Pending,
-        lag: None,
-        consumed_offsets: None,
-        head_offsets: None,
-        watermark: None,
-        started_at: None,
-        stable_since: None,
-        caught_up_at: None,
-        promoted_at: None,
-        retired_at: None,
-        replicas: None,
-        message: None,
-    }
+    VersionStatus::pending(version, index)
 }
 
 /// Applies one version's observation: progress fields, start, failure, the caught-up rule.

@@ -125,19 +125,12 @@ pub(crate) fn rows(job: &StreamJob) -> &[VersionStatus] {
 /// Phases of a version whose index is complete, so it may serve the alias (the operator's rule
 /// for `spec.activeVersion`).
 pub fn can_serve(phase: VersionPhase) -> bool {
-    matches!(
-        phase,
-        VersionPhase::CaughtUp
-            | VersionPhase::Live
-            | VersionPhase::Retiring
-            | VersionPhase::Retained
-            | VersionPhase::RolledBack
-    )
+    phase.is_complete()
 }
 
 /// Phases of a version that was live before and is kept for rollback.
 pub fn is_previous(phase: VersionPhase) -> bool {
-    matches!(phase, VersionPhase::Retiring | VersionPhase::Retained | VersionPhase::RolledBack)
+    phase.is_previous()
 }
 
 /// `"v1 (Retained), v2 (Live)"`, or `"none yet"`: the versions that can serve the alias.
@@ -181,21 +174,6 @@ pub(crate) mod fixture {
 
     /// A status row with only the version, its index and the phase.
     pub fn row(version: &str, phase: VersionPhase) -> VersionStatus {
-        VersionStatus {
-            version: version.to_string(),
-            index: format!("tx-stats-{version}"),
-            phase,
-            lag: None,
-            consumed_offsets: None,
-            head_offsets: None,
-            watermark: None,
-            started_at: None,
-            stable_since: None,
-            caught_up_at: None,
-            promoted_at: None,
-            retired_at: None,
-            replicas: None,
-            message: None,
-        }
+        VersionStatus { phase, ..VersionStatus::pending(version, format!("tx-stats-{version}")) }
     }
 }
