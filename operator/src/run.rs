@@ -116,13 +116,10 @@ async fn serve(args: OperatorArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&lease_ns)
-        .with_identity(&identity)
-        .with_field_manager(names::FIELD_MANAGER)
-        .build()
-        .await
-        .with_context(|| format!("cannot prepare Lease {lease_ns}/{}", args.lease_name))?;
+    let manager =
+        lease_manager(client.clone(), &lease_ns, &args.lease_name, &identity, LEASE_DURATION_SECS)
+            .await
+            .with_context(|| format!("cannot prepare Lease {lease_ns}/{}", args.lease_name))?;
     let (mut leading, _task) = manager.watch().await;
     // Ready means "able to lead": a standby replica is ready too, so a rollout is not blocked.
     ready.store(true, Ordering::Relaxed);
@@ -143,6 +140,31 @@ async fn serve(args: OperatorArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+/// The Lease manager of one operator replica. Each replica keeps the crate's default field
+/// manager (derived from its identity): server-side apply conflicts between distinct managers
+/// are what stop two replicas from taking the Lease at once.
+///
+/// A leader renews the Lease well within `duration_secs`; a follower takes over at most that
+/// long after the leader vanished (a released Lease is taken sooner).
+pub async fn lease_manager(
+    client: Client,
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+    duration_secs: u64,
+) -> Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError> {
+    LeaseManagerBuilder::new(client, lease)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(duration_secs)
+        .with_grace((duration_secs / 4).max(1))
+        .build()
+        .await
+}
+
+/// Lease duration of the operator: a crashed leader is replaced within this many seconds.
+pub const LEASE_DURATION_SECS: u64 = 15;
 
 /// Waits until the leadership channel says `want`.
 async fn wait_for(
