@@ -168,8 +168,8 @@ where
 pub async fn cleanup_job(job: &Arc<StreamJob>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let rows = job.status.as_ref().map(|s| s.versions.clone()).unwrap_or_default();
     let world = world::read(job, ctx).await?;
-    let mut versions: Vec<String> =
-        lifecycle::cleanup(&rows, job.spec.deletion_policy).remove_workloads;
+    let plan = lifecycle::cleanup(&rows, job.spec.deletion_policy);
+    let mut versions: Vec<String> = plan.remove_workloads.clone();
     versions.extend(world.deployments.keys().cloned());
     versions.extend(world.config_maps.keys().cloned());
     versions.sort();
@@ -177,7 +177,6 @@ pub async fn cleanup_job(job: &Arc<StreamJob>, ctx: &Arc<Context>) -> Result<Act
     for version in &versions {
         remove_version(job, ctx, version).await?;
     }
-    let plan = lifecycle::cleanup(&rows, job.spec.deletion_policy);
     if plan.delete_indices.is_empty() {
         return Ok(Action::await_change());
     }

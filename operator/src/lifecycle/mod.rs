@@ -275,14 +275,6 @@ pub fn same_logic(a: &StreamJobSpec, b: &StreamJobSpec) -> bool {
         && a.engine.image == b.engine.image
 }
 
-fn is_complete(phase: VersionPhase) -> bool {
-    phase.is_complete()
-}
-
-fn is_previous(phase: VersionPhase) -> bool {
-    phase.is_previous()
-}
-
 /// Mutable working state of one decision.
 struct Work<'a> {
     desired: &'a Desired,
@@ -550,12 +542,12 @@ fn choose_target(work: &mut Work, live: Option<&str>) -> Option<String> {
     if let Some(pin) = work.desired.active_version.clone() {
         let row = work.rows.iter().find(|r| r.version == pin);
         return match row {
-            Some(r) if is_complete(r.phase) => Some(pin),
+            Some(r) if r.phase.is_complete() => Some(pin),
             _ => {
                 let retained: Vec<&str> = work
                     .rows
                     .iter()
-                    .filter(|r| is_complete(r.phase))
+                    .filter(|r| r.phase.is_complete())
                     .map(|r| r.version.as_str())
                     .collect();
                 let state = match row {
@@ -579,7 +571,7 @@ fn choose_target(work: &mut Work, live: Option<&str>) -> Option<String> {
     }
     let version = work.desired.version.clone();
     let row = work.rows.iter().find(|r| r.version == version)?;
-    if !is_complete(row.phase) || Some(version.as_str()) == live {
+    if !row.phase.is_complete() || Some(version.as_str()) == live {
         return None;
     }
     let policy = &work.desired.promotion;
@@ -644,7 +636,7 @@ fn swap(work: &mut Work, live: Option<&str>, target: Option<&str>) -> Option<Ali
 fn retire(work: &mut Work) {
     let mut previous: Vec<usize> = (0..work.rows.len())
         .filter(|&i| {
-            is_previous(work.rows[i].phase) && work.rows[i].version != work.desired.version
+            work.rows[i].phase.is_previous() && work.rows[i].version != work.desired.version
         })
         .collect();
     previous.sort_by(|&a, &b| work.rows[b].retired_at.cmp(&work.rows[a].retired_at));
@@ -812,7 +804,7 @@ fn progressing(work: &Work, live: Option<&str>) -> Option<(&'static str, String)
             "AwaitingPromotion",
             format!("version {v} has caught up and waits for the verification gate"),
         )),
-        _ if live != Some(v.as_str()) && desired.active_version.is_none() && is_complete(row.phase) => {
+        _ if live != Some(v.as_str()) && desired.active_version.is_none() && row.phase.is_complete() => {
             Some(("AwaitingPromotion", format!("version {v} waits to take over the alias")))
         }
         _ => None,
