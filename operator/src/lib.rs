@@ -13,6 +13,7 @@ pub mod build;
 pub mod controller;
 pub mod elastic;
 pub mod lifecycle;
+pub mod local;
 pub mod metrics;
 pub mod names;
 pub mod observe;

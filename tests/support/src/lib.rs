@@ -7,6 +7,7 @@
 pub mod http;
 pub mod job;
 pub mod kafka;
-pub mod kube_api;
+/// The in-memory Kubernetes API; it lives in the operator crate, where `kappa up` uses it.
+pub use kappa_operator::local::api as kube_api;
 pub mod osmem;
 pub mod reference;

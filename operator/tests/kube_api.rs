@@ -12,7 +12,7 @@ use http::Method;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kappa_testkit::kube_api::FakeKube;
+use kappa_operator::local::api::FakeKube;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, WatchEvent};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};

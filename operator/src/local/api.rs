@@ -1,4 +1,5 @@
-//! An in-memory Kubernetes API server behind a real [`kube::Client`], for controller tests.
+//! An in-memory Kubernetes API server behind a real [`kube::Client`]: the control plane of
+//! `kappa up` (served on loopback by [`super::serve`]) and of the controller tests.
 //!
 //! [`FakeKube`] is a [`tower::Service`] that answers the REST paths `kube::Api` uses, for any
 //! kind: objects are stored as JSON, keyed by (apiVersion, plural, namespace, name). Controller
@@ -88,7 +89,7 @@ const APPLY_PATCH: &str = "application/apply-patch+yaml";
 /// use k8s_openapi::api::core::v1::ConfigMap;
 /// use kube::api::{Api, PostParams};
 ///
-/// let kube = kappa_testkit::kube_api::FakeKube::new();
+/// let kube = kappa_operator::local::api::FakeKube::new();
 /// let cms: Api<ConfigMap> = Api::default_namespaced(kube.client());
 /// let mut cm = ConfigMap::default();
 /// cm.metadata.name = Some("settings".into());
