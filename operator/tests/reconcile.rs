@@ -24,7 +24,7 @@ use kappa_service::status::StatusBoard;
 use kappa_service::{CheckpointLocation, EngineConfig};
 use kappa_testkit::kafka::MockKafka;
 use kappa_testkit::kube_api::FakeKube;
-use kappa_testkit::osmem::OsmemServer;
+use kappa_testkit::osmem::{AliasWatch, OsmemServer};
 use kappa_testkit::reference::Reference;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -162,53 +162,6 @@ impl Drop for Kubelet {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-/// Records every alias state a reader sees between requests.
-struct AliasWatch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Vec<String>>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl AliasWatch {
-    fn start(es: &OsmemServer, alias: &str) -> Self {
-        let (url, alias) = (es.url(), alias.to_owned());
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let thread = {
-            let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let (status, body) = kappa_testkit::http::send_json(
-                        "GET",
-                        &format!("{url}/_alias/{alias}"),
-                        None,
-                    );
-                    let mut targets: Vec<String> = if status == 200 {
-                        body.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    targets.sort();
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&targets) {
-                        seen.push(targets);
-                    }
-                    drop(seen);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        Self { stop, seen, thread: Some(thread) }
-    }
-
-    /// Every distinct alias state in order.
-    fn finish(mut self) -> Vec<Vec<String>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        self.seen.lock().unwrap().clone()
     }
 }
 

@@ -42,6 +42,10 @@ enum Command {
     Promote(commands::cluster::PromoteArgs),
     /// Pin the alias to a previous version (default: the most recently retired one).
     Rollback(commands::cluster::RollbackArgs),
+    /// Run a job's blue/green lifecycle on this machine: the operator's state machine, engines
+    /// as child processes, against the Kafka and Elasticsearch the job names. Talk to it with
+    /// `kappa status/promote/rollback --local`.
+    Up(commands::up::UpArgs),
 }
 
 /// Runs a parsed command line.
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => block_on(commands::cluster::run_status(&args)),
         Command::Promote(args) => block_on(commands::cluster::run_promote(&args)),
         Command::Rollback(args) => block_on(commands::cluster::run_rollback(&args)),
+        Command::Up(args) => commands::up::run(&args),
     }
 }
 

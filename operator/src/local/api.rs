@@ -163,6 +163,8 @@ struct State {
     history: VecDeque<Change>,
     changes: broadcast::Sender<Change>,
     requests: Vec<RecordedRequest>,
+    /// Off for a long-running server (`kappa up`), whose request log would only grow.
+    record_requests: bool,
     faults: Vec<Fault>,
 }
 
@@ -174,6 +176,7 @@ impl Default for State {
             history: VecDeque::new(),
             changes: broadcast::channel(HISTORY_LIMIT).0,
             requests: Vec::new(),
+            record_requests: true,
             faults: Vec::new(),
         }
     }
@@ -193,6 +196,58 @@ impl FakeKube {
     /// An empty API server.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A server that keeps no request log ([`FakeKube::requests`] stays empty), for one that
+    /// runs for days.
+    pub fn without_request_log() -> Self {
+        let api = Self::default();
+        api.lock().record_requests = false;
+        api
+    }
+
+    /// Every stored object and the revision counter, as one JSON document for
+    /// [`FakeKube::import`]. Field ownership and watch history are not kept.
+    pub fn export(&self) -> Value {
+        let state = self.lock();
+        let objects: Vec<Value> = state.objects.values().map(|s| s.object.clone()).collect();
+        json!({"revision": state.revision, "objects": objects})
+    }
+
+    /// Loads what [`FakeKube::export`] wrote into an empty server, keeping resource versions,
+    /// so clients that cached objects before a restart still get conflicts right.
+    pub fn import(&self, exported: &Value) -> Result<usize, String> {
+        let objects = exported["objects"].as_array().ok_or("no `objects` list")?;
+        let mut state = self.lock();
+        for object in objects {
+            let text = |v: &Value| v.as_str().map(str::to_owned);
+            let (Some(api_version), Some(kind), Some(name)) = (
+                text(&object["apiVersion"]),
+                text(&object["kind"]),
+                text(&object["metadata"]["name"]),
+            ) else {
+                return Err(format!("an object without apiVersion, kind or name: {object}"));
+            };
+            let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+            let plural =
+                ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind)).plural;
+            let namespace = text(&object["metadata"]["namespace"]);
+            let key = key(&api_version, &plural, namespace.as_deref(), &name);
+            state.objects.insert(key, Stored { object: object.clone(), owners: BTreeMap::new() });
+        }
+        let newest = objects
+            .iter()
+            .filter_map(|o| o["metadata"]["resourceVersion"].as_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        state.revision = exported["revision"].as_u64().unwrap_or(0).max(newest);
+        Ok(objects.len())
+    }
+
+    /// The revision counter: it moves on every write, so a saver can tell whether anything
+    /// changed since it last looked.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
     }
 
     /// A [`kube::Client`] whose requests this server answers, with default namespace `default`.
@@ -360,7 +415,9 @@ impl FakeKube {
             Ok(Reply::Watch(_)) => 200,
             Err(e) => e.code,
         };
-        state.requests.push(recorded);
+        if state.record_requests {
+            state.requests.push(recorded);
+        }
         drop(state);
         match reply {
             Ok(Reply::Json(code, body)) => json_response(code, &body),

@@ -3,4 +3,5 @@
 pub mod cluster;
 pub mod gen;
 pub mod run;
+pub mod up;
 pub mod validate;

@@ -28,6 +28,13 @@ pub struct JobArgs {
     /// Its namespace (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// Talk to the job `kappa up` runs on this machine (its API, through the kubeconfig in
+    /// the state directory) instead of the cluster.
+    #[arg(long)]
+    local: bool,
+    /// The state directory of `kappa up` (with --local).
+    #[arg(long, default_value = ".kappa", env = "KAPPA_STATE_DIR", requires = "local")]
+    state_dir: std::path::PathBuf,
 }
 
 /// Arguments of `kappa status`.
@@ -96,10 +103,40 @@ pub async fn run_rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
 
 /// A client from the kubeconfig (or the in-cluster config) and the namespace to use.
 async fn connect(target: &JobArgs) -> anyhow::Result<(kube::Client, String)> {
+    if target.local {
+        return connect_local(target).await;
+    }
     let client = kube::Client::try_default().await.context(
         "cannot connect to the Kubernetes API: set KUBECONFIG or a current context in \
          ~/.kube/config",
     )?;
+    let ns = target.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, ns))
+}
+
+/// A client for the API of `kappa up`, from the kubeconfig it wrote into its state directory.
+async fn connect_local(target: &JobArgs) -> anyhow::Result<(kube::Client, String)> {
+    let state = kappa_operator::local::up::StateDir::new(&target.state_dir);
+    let path = state.kubeconfig();
+    let not_running = || {
+        format!(
+            "no `kappa up` runs with state directory {} (start one with `kappa up -f job.yaml`, \
+             or pass its --state-dir)",
+            target.state_dir.display()
+        )
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).with_context(not_running)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("{} is not a usable kubeconfig", path.display()))?;
+    let server = config.cluster_url.clone();
+    let client = kube::Client::try_from(config)
+        .with_context(|| format!("cannot build a client for {server}"))?;
+    // Fail here, with the reason, rather than with a connection error halfway through.
+    Api::<StreamJob>::all(client.clone())
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .with_context(not_running)?;
     let ns = target.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, ns))
 }
