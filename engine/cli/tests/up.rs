@@ -3,7 +3,8 @@
 //! process, against MockCluster (a Kafka-protocol broker on loopback) and osmem-server (an
 //! Elasticsearch-API server). The test only edits the job file and calls the CLI, as a user
 //! would: v1 → v2 → alias swap → the documents through the alias equal the batch reference →
-//! `kappa rollback --local` → the alias is back on v1 → a restart of `kappa up` resumes.
+//! `kappa rollback --local` → the alias is back on v1 → a restart of `kappa up`, even after
+//! kill -9, resumes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -238,6 +239,26 @@ fn up_runs_blue_green_swap_and_rollback_on_this_machine() {
     let before = resumes(&engine_log);
     let mut up = world.up();
     world.wait("the restarted v1 engine", minute, |_| resumes(&engine_log) > before);
+    // Give the controller a few reconciles: the rollback pin survives the restart.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(world.phase("v1").as_deref(), Some("Live"));
+    assert_eq!(world.alias(), [format!("{JOB}-v1")]);
+
+    // kill -9 of `kappa up` leaves no engine behind (each stops with a final checkpoint once
+    // its parent is gone), and the saved state still resumes.
+    let _ = Command::new("kill").args(["-9", &up.id().to_string()]).status();
+    let _ = up.wait();
+    let gone = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .matches("supervising process is gone")
+            .count()
+    };
+    world.wait("the orphaned engine to stop", Duration::from_secs(30), |_| gone(&engine_log) == 1);
+    let before = resumes(&engine_log);
+    let mut up = world.up();
+    world.wait("the engine after a kill -9", minute, |_| resumes(&engine_log) > before);
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(world.phase("v1").as_deref(), Some("Live"));
     assert_eq!(world.alias(), [format!("{JOB}-v1")]);
     assert!(stop(&mut up).success(), "{}", world.log());

@@ -60,6 +60,11 @@ pub enum EngineError {
     Runtime(std::io::Error),
 }
 
+/// Set (to anything) by a supervisor that runs engines as its children (`kappa up`): the
+/// engine then stops, with a final checkpoint, once its parent process is gone, so a killed
+/// supervisor leaves no engine running that a restarted one would run a second time.
+pub const ENV_EXIT_WITH_PARENT: &str = "KAPPA_EXIT_WITH_PARENT";
+
 /// Runs the engine service for one job version in this process: the status server, signal
 /// handling (SIGTERM and SIGINT take a final checkpoint, then exit) and the engine loop.
 pub fn serve(config: EngineConfig) -> Result<RunSummary, EngineError> {
@@ -91,6 +96,20 @@ pub fn serve(config: EngineConfig) -> Result<RunSummary, EngineError> {
                 _ = int.recv() => {}
             }
             shutdown.store(true, Ordering::Relaxed);
+        });
+    }
+    if std::env::var_os(ENV_EXIT_WITH_PARENT).is_some() {
+        let shutdown = Arc::clone(&shutdown);
+        let parent = std::os::unix::process::parent_id();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if std::os::unix::process::parent_id() != parent {
+                    tracing::warn!(parent, "the supervising process is gone: stopping");
+                    shutdown.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
         });
     }
     runner::run(config, board, runtime.handle().clone(), shutdown)

@@ -18,6 +18,8 @@
 //!   checkpoint) and SIGKILL after the grace period; a new process starts only once the old one
 //!   has exited (the Deployments use the Recreate strategy). An exited engine is restarted
 //!   after a back-off that doubles from 1 s to 30 s, as a kubelet's does (shorter, for a laptop).
+//!   Engines stop by themselves (final checkpoint included) when this process dies
+//!   ([`kappa_service::ENV_EXIT_WITH_PARENT`]), so a killed `kappa up` leaves none behind.
 //!
 //! The pod directory is `<root>/<namespace>/<deployment>/` with `engine.log` (stdout and stderr
 //! of every start, appended), `volumes/` and `checkpoints/`.
@@ -436,6 +438,7 @@ impl LocalPod {
             .map_err(|e| config_error(format!("cannot open {}: {e}", log_path.display())))?;
         let mut command = Command::new(program);
         command.args(&args).stdin(Stdio::null()).stdout(log).stderr(log_err);
+        command.env(kappa_service::ENV_EXIT_WITH_PARENT, "1");
         for var in container.env.iter().flatten() {
             if let Some(value) = &var.value {
                 command.env(&var.name, localize(value));

@@ -224,8 +224,9 @@ impl JobFile {
 }
 
 /// Writes the file's StreamJob into the API as `kubectl apply` would: the spec is the file's
-/// (fields left out are gone), labels and annotations are merged over what is stored (so an
-/// approval set by `kappa promote` stays), the status is the operator's.
+/// (fields left out are gone) except `spec.activeVersion`, which keeps the CLI's pin while the
+/// file sets none; labels and annotations are merged over what is stored (so an approval set by
+/// `kappa promote` stays); the status is the operator's.
 async fn apply_job(api: &FakeKube, namespace: &str, mut job: StreamJob) -> anyhow::Result<()> {
     let name = job.name_any();
     let jobs: Api<StreamJob> = Api::namespaced(api.client(), namespace);
@@ -237,6 +238,11 @@ async fn apply_job(api: &FakeKube, namespace: &str, mut job: StreamJob) -> anyho
             tracing::info!(job = %name, version = %job.spec.version, "applied the job file");
         }
         Some(mut stored) => {
+            // A pin set by `kappa rollback`/`promote` is not the file's to undo unless the file
+            // sets one itself (as `kubectl apply` leaves fields it never applied alone).
+            if job.spec.active_version.is_none() {
+                job.spec.active_version.clone_from(&stored.spec.active_version);
+            }
             if stored.spec.version == job.spec.version && !same_logic(&stored.spec, &job.spec) {
                 bail!(
                     "not applied: spec.version: the source, pipeline, sink or engine image \
