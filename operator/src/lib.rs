@@ -17,6 +17,7 @@ pub mod local;
 pub mod metrics;
 pub mod names;
 pub mod observe;
+pub mod rbac;
 pub mod run;
 
 pub use controller::{error_policy, reconcile, Context, Settings};

@@ -42,4 +42,45 @@ async fn exactly_one_replica_leads_and_the_other_takes_over() {
         assert!(Instant::now() < deadline, "the follower did not take over the released Lease");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    rbac_coverage::assert_requests_allowed(&kube.requests(), &[]);
 }
+
+/// The controllers of `run_controllers` list and watch StreamJobs and their Deployments, per
+/// watched namespace or across all of them, with only the verbs `rbac::RULES` grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_watch_with_the_charts_permissions() {
+    use std::sync::Arc;
+
+    use kappa_operator::metrics::Metrics;
+    use kappa_operator::{run::run_controllers, Context, Settings};
+
+    for namespaces in [vec![], vec!["payments".to_owned(), "search".to_owned()]] {
+        let kube = FakeKube::new();
+        let ctx =
+            Arc::new(Context::new(kube.client(), Settings::default(), Arc::new(Metrics::new())));
+        let run = run_controllers(kube.client(), &namespaces, ctx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), run).await;
+        let watches: Vec<String> = kube
+            .requests()
+            .iter()
+            .filter(|r| r.query("watch").as_deref() == Some("true"))
+            .map(|r| r.path.split('?').next().unwrap_or_default().to_owned())
+            .collect();
+        let scopes: Vec<String> = if namespaces.is_empty() {
+            vec![String::new()]
+        } else {
+            namespaces.iter().map(|ns| format!("/namespaces/{ns}")).collect()
+        };
+        for scope in scopes {
+            for resource in ["/apis/kappa.dev/v1alpha1", "/apis/apps/v1"] {
+                assert!(
+                    watches.iter().any(|w| w.starts_with(&format!("{resource}{scope}/"))),
+                    "no watch under {resource}{scope} in {watches:?}"
+                );
+            }
+        }
+        rbac_coverage::assert_requests_allowed(&kube.requests(), &[]);
+    }
+}
+
+mod rbac_coverage;

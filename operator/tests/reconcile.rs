@@ -424,6 +424,7 @@ async fn blue_green_promotion_rollback_and_retain_deletion() {
     assert!(h.kube.list_as::<Service>(Some(NS)).is_empty());
     assert!(h.es.count(&Harness::index("v1")) > 0 && h.es.count(&Harness::index("v2")) > 0);
     assert_eq!(h.alias(), [Harness::index("v1")]);
+    rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,6 +469,7 @@ async fn deletion_under_delete_removes_indexes_and_a_dead_elasticsearch_cannot_b
     h.reconcile_only().await;
     assert!(h.stored().is_none(), "past the cleanup timeout the finalizer is released");
     assert!(h.event_reasons().iter().any(|r| r == "IndexCleanupAbandoned"));
+    rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,4 +489,11 @@ async fn an_invalid_job_is_refused_with_field_paths_and_nothing_runs() {
     assert_eq!(degraded.reason, "InvalidSpec");
     assert!(degraded.message.contains("spec.pipeline.maxLateness"), "{}", degraded.message);
     assert!(h.kube.list_as::<Deployment>(Some(NS)).is_empty());
+    rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
 }
+
+/// Every request above is allowed by the chart's RBAC (`rbac::RULES`), except these, which the
+/// tests send themselves: the kubelet's Deployment status and `kubectl delete streamjob`.
+mod rbac_coverage;
+const HARNESS_REQUESTS: &[rbac_coverage::HarnessAccess] =
+    &[("apps", "deployments/status", "patch"), ("kappa.dev", "streamjobs", "delete")];
