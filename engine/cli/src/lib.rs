@@ -34,6 +34,9 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Generate transaction logs shaped like the reference workload (NDJSON).
     Gen(commands::gen::GenArgs),
+    /// Load NDJSON files into the job's Kafka topic, file i into partition i (one record per
+    /// line, bytes verbatim), so a broker holds what `kappa gen` wrote.
+    Produce(commands::produce::ProduceArgs),
     /// Show a StreamJob's versions, conditions and live version from its status; a replaying
     /// version gets a progress bar with rate and ETA.
     Status(commands::cluster::StatusArgs),
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => commands::run::run(&args),
         Command::Gen(args) => commands::gen::run(&args),
+        Command::Produce(args) => commands::produce::run(&args),
         Command::Status(args) => block_on(commands::cluster::run_status(&args)),
         Command::Promote(args) => block_on(commands::cluster::run_promote(&args)),
         Command::Rollback(args) => block_on(commands::cluster::run_rollback(&args)),

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod gen;
+pub mod produce;
 pub mod run;
 pub mod up;
 pub mod validate;
