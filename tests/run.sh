@@ -30,6 +30,28 @@ KAPPA_OSMEM_BIN=$(ls "$PWD"/$venv/lib/python3*/site-packages/osmem_server/bin/os
 export KAPPA_OSMEM_BIN
 "$KAPPA_OSMEM_BIN" -version
 
+echo "==> chart renderer"
+# tests/helm-render renders the Helm chart for operator/tests/chart.rs as `helm template` does.
+# No Helm binary is packaged; Go and the libraries Helm renders with are (Debian).
+GO_PACKAGES=(golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev
+  golang-github-xeipuuv-gojsonschema-dev)
+missing=()
+for package in "${GO_PACKAGES[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ] || ! command -v go >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists are refreshed only when the install cannot find something.
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+unformatted=$(gofmt -l tests/helm-render)
+[ -z "$unformatted" ] || { echo "gofmt -w $unformatted"; exit 1; }
+GO111MODULE=off GOPATH=/usr/share/gocode go build -o target/helm-render/helm-render ./tests/helm-render
+go version
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
