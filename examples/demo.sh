@@ -119,7 +119,7 @@ alias_on() { curl -sf "$es/_alias/tx-stats" | grep -q "\"tx-stats-$1\""; }
 # query TITLE: what a reader of the alias sees.
 query() {
   echo "$bold$1$plain"
-  python3 - "$es" <<'PY'
+  python3 - "$es" "$run/query-key.json" <<'PY'
 import json, sys, urllib.request
 es = sys.argv[1]
 def get(path, body=None):
@@ -128,9 +128,15 @@ def get(path, body=None):
     return json.load(urllib.request.urlopen(req))
 aliases = sorted(get("/_alias/tx-stats"))
 count = get("/tx-stats/_count")["count"]
+# The same window and key every time: the first document seen, remembered in a file.
+import os
+key_file = sys.argv[2]
+if not os.path.exists(key_file):
+    first = get("/tx-stats/_search", {"size": 1})["hits"]["hits"][0]["_source"]
+    json.dump({k: first[k] for k in ("window_start", "server", "tx_type")}, open(key_file, "w"))
+key = json.load(open(key_file))
 hit = get("/tx-stats/_search", {"size": 1, "query": {"bool": {"filter": [
-    {"term": {"server": "srv-1"}}, {"term": {"tx_type": "payment"}},
-    {"term": {"window_start": "2024-01-01T12:00:00.000Z"}}]}}})["hits"]["hits"]
+    {"term": {k: v}} for k, v in key.items()]}}})["hits"]["hits"]
 print(f"  alias tx-stats -> {', '.join(aliases)}; {count} window documents")
 if hit:
     doc = hit[0]["_source"]
