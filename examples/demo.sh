@@ -10,12 +10,12 @@
 #   5. `kappa rollback` puts the alias back on v1.
 # Queries through the alias show what readers see at each step.
 #
-# Settings (environment): DEMO_RECORDS (default 300000), DEMO_DIR (target/demo),
+# Settings (environment): DEMO_RECORDS (default 50000), DEMO_DIR (target/demo),
 # DEMO_KAFKA_PORT (19092), DEMO_ES_PORT (19200), DEMO_KEEP=1 leaves everything running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-records=${DEMO_RECORDS:-300000}
+records=${DEMO_RECORDS:-50000}
 work=${DEMO_DIR:-target/demo}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
