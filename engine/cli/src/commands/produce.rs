@@ -133,18 +133,7 @@ impl ProducerContext for Deliveries {
 /// Produces every file; prints the records of each partition on standard output and a summary
 /// on standard error.
 pub fn run(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let job = match kappa_crds::load_manifest(&text) {
-        Ok(job) => job,
-        Err(e) => {
-            eprintln!("{}: the job is invalid:", args.file.display());
-            for err in e.field_errors() {
-                eprintln!("  {err}");
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let Some(job) = super::load_job(&args.file)? else { return Ok(ExitCode::FAILURE) };
     let mut kafka = job.spec.source.kafka.clone();
     if let Some(b) = &args.bootstrap_servers {
         kafka.bootstrap_servers.clone_from(b);

@@ -70,18 +70,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// Runs the replay and prints a summary on standard error.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let job = match kappa_crds::load_manifest(&text) {
-        Ok(job) => job,
-        Err(e) => {
-            eprintln!("{}: the job is invalid:", args.file.display());
-            for err in e.field_errors() {
-                eprintln!("  {err}");
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let Some(job) = super::load_job(&args.file)? else { return Ok(ExitCode::FAILURE) };
     if args.input.is_empty() {
         return run_service(job, &args.service);
     }
