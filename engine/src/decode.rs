@@ -230,15 +230,27 @@ pub fn decode_into<'de>(
     slots: &mut Vec<Value<'de>>,
     n_slots: usize,
 ) -> Result<(), DecodeError> {
+    // Checked once for the whole line, so strings are sliced out of `text` without another
+    // check, and invalid UTF-8 is refused wherever it is.
+    let text = std::str::from_utf8(line)
+        .map_err(|e| Fail::new(Syntax::InvalidUtf8, e.valid_up_to()).into_error(line))?;
+    decode_text_into(tree, text, slots, n_slots)
+}
+
+/// [`decode_into`] for a line already known to be UTF-8 (a file replay checks a whole chunk
+/// at once, which is cheaper than line by line).
+pub fn decode_text_into<'de>(
+    tree: &PathTree,
+    text: &'de str,
+    slots: &mut Vec<Value<'de>>,
+    n_slots: usize,
+) -> Result<(), DecodeError> {
     slots.truncate(n_slots);
     slots.iter_mut().for_each(|slot| *slot = Value::Missing);
     if slots.len() < n_slots {
         slots.resize(n_slots, Value::Missing);
     }
-    // Checked once for the whole line, so strings are sliced out of `text` without another
-    // check, and invalid UTF-8 is refused wherever it is.
-    let text = std::str::from_utf8(line)
-        .map_err(|e| Fail::new(Syntax::InvalidUtf8, e.valid_up_to()).into_error(line))?;
+    let line = text.as_bytes();
     let mut scanner = Scanner { text, b: line, pos: 0 };
     scanner.record(tree, slots).map_err(|f| f.into_error(line))
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::AggState;
-use crate::decode::{decode_into, DecodeError};
+use crate::decode::{decode_into, decode_text_into, DecodeError};
 use crate::key::{encode_key, KeyInterner, KeyValue};
 use crate::plan::JobPlan;
 use crate::time::EpochMillis;
@@ -193,19 +193,34 @@ impl WindowStore {
         source_log_time: Option<EpochMillis>,
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
-        let (outcome, log_time) = self.evaluate(plan, line, source_log_time, slots);
+        let decoded = decode_into(&plan.paths, line, slots, plan.slot_count());
+        let (outcome, log_time) = self.evaluate(plan, decoded, source_log_time, slots);
         self.counters.count(&outcome);
         (outcome, log_time)
     }
 
-    fn evaluate<'d>(
+    /// [`WindowStore::process`] for a record already known to be UTF-8.
+    pub fn process_text<'d>(
         &mut self,
         plan: &JobPlan,
-        line: &'d [u8],
+        line: &'d str,
         source_log_time: Option<EpochMillis>,
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
-        if let Err(e) = decode_into(&plan.paths, line, slots, plan.slot_count()) {
+        let decoded = decode_text_into(&plan.paths, line, slots, plan.slot_count());
+        let (outcome, log_time) = self.evaluate(plan, decoded, source_log_time, slots);
+        self.counters.count(&outcome);
+        (outcome, log_time)
+    }
+
+    fn evaluate(
+        &mut self,
+        plan: &JobPlan,
+        decoded: Result<(), DecodeError>,
+        source_log_time: Option<EpochMillis>,
+        slots: &mut [Value<'_>],
+    ) -> (Outcome, Option<EpochMillis>) {
+        if let Err(e) = decoded {
             return (Outcome::Dead(e.into()), None);
         }
         let log_time = match &plan.log_time {
