@@ -1,28 +1,41 @@
 //! Bounded replay of NDJSON files as a retained log, on several threads.
 //!
-//! Each file is a partition and a line's 0-based number is its offset. A reader thread cuts the
-//! files into chunks of whole lines; workers decode, evaluate and fold them into their own
-//! partial window stores. Because every aggregate merges exactly (see [`crate::aggregate`]),
-//! merging the partials gives the same states whatever the thread count or chunk interleaving.
+//! Each file is a partition and a line's 0-based number is its offset. The files are cut into
+//! stripes of about [`ReplayOptions::stripe_bytes`]; workers claim stripes in order (round-robin
+//! over the files, like a consumer fetching from every partition) and read them themselves with
+//! positioned reads, a chunk at a time: no reader thread, no copy between threads. A line belongs
+//! to the stripe that holds its first byte, so every line is read exactly once whatever the
+//! stripe size. Each worker folds what it reads into its own partial window store. Because every
+//! aggregate merges exactly (see [`crate::aggregate`]), merging the partials gives the same
+//! states whatever the thread count, stripe size or interleaving.
+//!
+//! Stripes rather than alternating small chunks: a window's records then mostly land in one
+//! worker, so the partial states are not duplicated in every worker (memory) and the final merge
+//! has little to do. Offsets are only needed for dead letters; a worker reports them relative to
+//! its chunk and the coordinator numbers them once every earlier chunk of the partition is done.
 //!
 //! Memory stays bounded by finality: the coordinator tracks each partition's log-time progress
 //! over its contiguously completed chunks, and asks workers to hand over windows that are final
 //! at that watermark; once every worker has done so, the merged window is complete and becomes
-//! an output document.
+//! an output document. At the end, the windows still open are merged in parallel: each worker
+//! sends every other worker the windows of its shard (by window start) and builds the documents
+//! of its own shard.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::key::KeyValue;
 use crate::output::WindowDoc;
 use crate::plan::JobPlan;
-use crate::store::{Counters, DeadReason, Outcome, WindowEntry, WindowState};
+use crate::store::{Counters, DeadReason, Outcome, WindowEntry, WindowState, WindowStore};
 use crate::time::EpochMillis;
 use crate::value::Value;
 use crate::window::LogProgress;
@@ -32,8 +45,13 @@ use crate::window::LogProgress;
 pub struct ReplayOptions {
     /// Worker threads (at least 1).
     pub threads: usize,
-    /// Target chunk size in bytes (chunks end on a line boundary).
+    /// Bytes read at a time (a chunk ends on a line boundary; a longer line grows it).
     pub chunk_bytes: usize,
+    /// Bytes of a file a worker claims at a time. Smaller stripes balance the threads better at
+    /// the end of the input; larger ones keep each window's records in fewer workers. Log-time
+    /// progress, and so eviction of final windows, trails the reading by about one stripe per
+    /// thread.
+    pub stripe_bytes: usize,
 }
 
 impl Default for ReplayOptions {
@@ -41,6 +59,7 @@ impl Default for ReplayOptions {
         Self {
             threads: thread::available_parallelism().map_or(2, |n| n.get()),
             chunk_bytes: 1 << 20,
+            stripe_bytes: 16 << 20,
         }
     }
 }
@@ -109,48 +128,186 @@ pub enum ReplayError {
     /// A dead letter could not be written.
     #[error("cannot write dead letters: {0}")]
     DeadLetterSink(io::Error),
+    /// A worker thread panicked (a bug: please report it with the input).
+    #[error("a replay worker panicked")]
+    Worker,
 }
 
-struct Chunk {
+/// The lines of one input whose first byte lies in `range`: the unit of work a worker claims.
+#[derive(Debug, Clone, PartialEq)]
+struct Stripe {
     partition: u32,
-    seq: u64,
-    first_offset: i64,
-    data: Vec<u8>,
+    /// Place of the stripe in its partition.
+    index: u64,
+    range: Range<u64>,
 }
 
-enum Task {
-    Chunk(Chunk),
+/// Cuts inputs of the given lengths into stripes of `stripe_bytes`, in the order workers claim
+/// them: round-robin over the partitions.
+fn plan_stripes(lens: &[u64], stripe_bytes: u64) -> Vec<Stripe> {
+    let counts: Vec<u64> = lens.iter().map(|len| len.div_ceil(stripe_bytes)).collect();
+    let rounds = counts.iter().copied().max().unwrap_or(0);
+    let mut stripes = Vec::new();
+    for index in 0..rounds {
+        for (p, (&len, &count)) in lens.iter().zip(&counts).enumerate() {
+            if index < count {
+                let start = index * stripe_bytes;
+                let range = start..(start + stripe_bytes).min(len);
+                stripes.push(Stripe { partition: p as u32, index, range });
+            }
+        }
+    }
+    stripes
+}
+
+/// One positioned read (no shared file position, so workers read the same file at once).
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        #[cfg(unix)]
+        let read = std::os::unix::fs::FileExt::read_at(file, buf, offset);
+        #[cfg(windows)]
+        let read = std::os::windows::fs::FileExt::seek_read(file, buf, offset);
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Reads the lines of `range` (those whose first byte lies in it) a chunk of whole lines at a
+/// time, passing each chunk and whether it is the stripe's last to `chunk`. A stripe whose bytes
+/// all belong to a line started before it yields one empty last chunk.
+///
+/// `buf` holds the bytes read; it is only grown (for a line longer than it), never zero-filled
+/// again, so the reads go straight into reused memory.
+fn read_stripe(
+    file: &File,
+    range: Range<u64>,
+    buf: &mut Vec<u8>,
+    mut chunk: impl FnMut(&[u8], bool),
+) -> io::Result<()> {
+    let end = range.end;
+    // The first line starting in the stripe: after the newline that ends the line holding the
+    // byte before the stripe.
+    let mut pos = range.start;
+    if pos > 0 {
+        pos -= 1;
+        loop {
+            let n = read_at(file, buf, pos)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                pos += i as u64 + 1;
+                break;
+            }
+            pos += n as u64;
+        }
+    }
+    if pos >= end {
+        chunk(&[], true);
+        return Ok(());
+    }
+    // `buf[..filled]` holds the file from `pos` on.
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = read_at(file, &mut buf[filled..], pos + filled as u64)?;
+        filled += n;
+        let data = &buf[..filled];
+        let eof = n == 0;
+        if pos + filled as u64 >= end {
+            // The stripe's last line is the one holding its last byte.
+            let last_byte = (end - 1 - pos) as usize;
+            match memchr::memchr(b'\n', &data[last_byte..]) {
+                Some(i) => {
+                    chunk(&data[..=last_byte + i], true);
+                    return Ok(());
+                }
+                None if eof => {
+                    chunk(data, true);
+                    return Ok(());
+                }
+                None => {}
+            }
+        } else if eof {
+            // The file shrank under us: what there is ends the stripe.
+            chunk(data, true);
+            return Ok(());
+        } else if let Some(i) = memchr::memrchr(b'\n', data) {
+            chunk(&data[..=i], false);
+            buf.copy_within(i + 1..filled, 0);
+            pos += i as u64 + 1;
+            filled -= i + 1;
+        }
+    }
+}
+
+/// What a worker read and folded from one chunk.
+struct ChunkDone {
+    partition: u32,
+    /// (stripe index, chunk index within the stripe): the chunk's place in its partition.
+    place: (u64, u64),
+    /// The stripe's last chunk.
+    last: bool,
+    /// Lines in the chunk, blank ones included (they have offsets too).
+    lines: i64,
+    max_log_time: Option<EpochMillis>,
+    bytes: u64,
+    records: u64,
+    /// Dead letters, their offsets relative to the chunk's first line.
+    dead: Vec<DeadLetter>,
+}
+
+enum Command {
+    /// Hand over the windows final at this watermark.
     Evict(EpochMillis),
-    Drain,
+    /// Every chunk is done: merge the open windows by shard and build their documents.
+    Drain { watermark: Option<EpochMillis> },
 }
 
 enum Report {
-    ChunkDone {
-        partition: u32,
-        seq: u64,
-        max_log_time: Option<EpochMillis>,
-        bytes: u64,
-        records: u64,
-        dead: Vec<DeadLetter>,
-    },
-    PartitionEnd {
-        partition: u32,
-        chunks: u64,
-    },
-    Evicted {
-        worker: usize,
-        through: EpochMillis,
-        entries: Vec<WindowEntry>,
-    },
-    Drained {
-        entries: Vec<WindowEntry>,
-        counters: Counters,
-    },
-    ReadFailed(ReplayError),
+    Chunk(ChunkDone),
+    Evicted { worker: usize, through: EpochMillis, entries: Vec<WindowEntry> },
+    Drained { documents: Vec<WindowDoc>, counters: Counters },
+    Failed(ReplayError),
+}
+
+/// Reports a worker's panic, so the coordinator stops waiting for its chunks.
+struct PanicReport(Sender<Report>);
+
+impl Drop for PanicReport {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _ = self.0.send(Report::Failed(ReplayError::Worker));
+        }
+    }
+}
+
+/// An opened input.
+struct Input {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, ReplayError> {
+    paths
+        .iter()
+        .map(|path| {
+            let read_error = |source| ReplayError::Read { path: path.clone(), source };
+            let file = File::open(path).map_err(read_error)?;
+            let len = file.metadata().map_err(read_error)?.len();
+            Ok(Input { path: path.clone(), file, len })
+        })
+        .collect()
 }
 
 /// Replays `inputs` (one file per partition) and returns every window's final value.
-/// Dead letters are passed to `on_dead` as they occur; `on_progress` is called after each chunk.
+/// Dead letters are passed to `on_dead` in offset order within each partition;
+/// `on_progress` is called after each chunk.
 pub fn replay_files(
     plan: Arc<JobPlan>,
     inputs: &[PathBuf],
@@ -159,173 +316,281 @@ pub fn replay_files(
     mut on_progress: impl FnMut(ReplayProgress),
 ) -> Result<ReplayReport, ReplayError> {
     let threads = options.threads.max(1);
-    let mut bytes_total = 0;
-    for path in inputs {
-        let meta = std::fs::metadata(path)
-            .map_err(|source| ReplayError::Read { path: path.clone(), source })?;
-        bytes_total += meta.len();
-    }
-    let (report_tx, report_rx) = unbounded::<Report>();
-    // Chunk buffers go back to the reader once processed: no large allocation per chunk.
-    let (free_tx, free_rx) = unbounded::<Vec<u8>>();
-    let mut task_txs = Vec::new();
-    let mut workers = Vec::new();
-    for w in 0..threads {
-        let (tx, rx) = bounded::<Task>(4);
-        task_txs.push(tx);
-        let plan = Arc::clone(&plan);
-        let report = report_tx.clone();
-        let free = free_tx.clone();
-        workers.push(thread::spawn(move || worker(w, &plan, &rx, &report, &free)));
-    }
-    let reader = {
-        let inputs = inputs.to_vec();
-        let txs = task_txs.clone();
-        let report = report_tx.clone();
-        let chunk_bytes = options.chunk_bytes.max(1024);
-        thread::spawn(move || {
-            if let Err(e) = read_partitions(&inputs, chunk_bytes, &txs, &report, &free_rx) {
-                let _ = report.send(Report::ReadFailed(e));
-            }
-        })
-    };
-    drop(report_tx);
-
+    let inputs = open_inputs(inputs)?;
+    let lens: Vec<u64> = inputs.iter().map(|i| i.len).collect();
+    let stripes = plan_stripes(&lens, options.stripe_bytes.max(1) as u64);
+    let next_stripe = AtomicUsize::new(0);
+    let chunk_bytes = options.chunk_bytes.max(1);
+    let mut logs: Vec<PartitionLog> = (0..inputs.len() as u32)
+        .map(|p| PartitionLog::new(stripes.iter().filter(|s| s.partition == p).count() as u64))
+        .collect();
     let mut progress = LogProgress::default();
-    for p in 0..inputs.len() {
-        progress.assign(p as u32);
-    }
-    let mut tracker = PartitionTracker::default();
-    let mut merged = FinalMerger::new(threads);
-    let mut stats = ReplayProgress { bytes_total, ..Default::default() };
-    let mut failure = None;
     let mut ended = 0;
-    let mut last_evict: Option<EpochMillis> = None;
-    let mut chunks_since_evict = 0;
-    // Phase 1: chunks until every partition ended.
-    while ended < inputs.len() {
-        let Ok(report) = report_rx.recv() else { break };
-        match report {
-            Report::ChunkDone { partition, seq, max_log_time, bytes, records, dead } => {
-                for d in &dead {
-                    if let Err(e) = on_dead(d) {
-                        failure.get_or_insert(ReplayError::DeadLetterSink(e));
-                    }
-                }
-                stats.bytes_done += bytes;
-                stats.records += records;
-                on_progress(stats);
-                if tracker.done(partition, seq, max_log_time, &mut progress) {
-                    ended += 1;
-                }
-                chunks_since_evict += 1;
-            }
-            Report::PartitionEnd { partition, chunks } => {
-                if tracker.end(partition, chunks, &mut progress) {
-                    ended += 1;
-                }
-            }
-            Report::Evicted { worker, through, entries } => {
-                merged.add(&plan, worker, through, entries);
-            }
-            Report::Drained { .. } => unreachable!("drain is sent after phase 1"),
-            Report::ReadFailed(e) => {
-                failure.get_or_insert(e);
-                break;
-            }
-        }
-        if chunks_since_evict >= 4 * threads {
-            chunks_since_evict = 0;
-            if let Some(wm) = progress.watermark() {
-                if last_evict.is_none_or(|l| wm > l) {
-                    last_evict = Some(wm);
-                    for tx in &task_txs {
-                        let _ = tx.send(Task::Evict(wm));
-                    }
-                }
-            }
+    for (p, log) in logs.iter().enumerate() {
+        progress.assign(p as u32);
+        if log.is_complete() {
+            progress.mark_ended(p as u32);
+            ended += 1;
         }
     }
-    // Phase 2: every worker hands over what it still holds.
-    for tx in &task_txs {
-        let _ = tx.send(Task::Drain);
-    }
-    drop(task_txs);
+    let mut stats = ReplayProgress { bytes_total: lens.iter().sum(), ..Default::default() };
+    let mut merged = FinalMerger::new(threads);
+    let mut failure = None;
+    let mut documents = Vec::new();
     let mut counters = Counters::default();
-    let mut drained = 0;
-    while drained < threads {
-        let Ok(report) = report_rx.recv() else { break };
-        match report {
-            Report::Evicted { worker, through, entries } => {
-                merged.add(&plan, worker, through, entries)
-            }
-            Report::Drained { entries, counters: c } => {
-                counters.add(&c);
-                merged.add_open(&plan, entries);
-                drained += 1;
-            }
-            Report::ChunkDone { dead, .. } => {
-                for d in &dead {
-                    let _ = on_dead(d);
+
+    thread::scope(|scope| {
+        let (report_tx, report_rx) = unbounded::<Report>();
+        let (shard_txs, shard_rxs): (Vec<_>, Vec<_>) =
+            (0..threads).map(|_| unbounded::<Vec<WindowEntry>>()).unzip();
+        let mut command_txs = Vec::new();
+        for (index, inbox) in shard_rxs.into_iter().enumerate() {
+            let (command_tx, commands) = unbounded::<Command>();
+            command_txs.push(command_tx);
+            let worker = Worker {
+                index,
+                plan: &plan,
+                inputs: &inputs,
+                stripes: &stripes,
+                next_stripe: &next_stripe,
+                report: report_tx.clone(),
+                commands,
+                shards: shard_txs.clone(),
+                inbox,
+            };
+            scope.spawn(move || worker.run(chunk_bytes));
+        }
+        // Only the workers hold shard senders: a worker that ends drops its own, so none waits
+        // forever for a shard that will not come.
+        drop(shard_txs);
+        drop(report_tx);
+
+        let mut last_evict: Option<EpochMillis> = None;
+        let mut chunks_since_evict = 0;
+        // Phase 1: chunks until every partition is complete.
+        while ended < logs.len() {
+            let Ok(report) = report_rx.recv() else { break };
+            match report {
+                Report::Chunk(chunk) => {
+                    stats.bytes_done += chunk.bytes;
+                    stats.records += chunk.records;
+                    on_progress(stats);
+                    let p = chunk.partition;
+                    let complete = logs[p as usize].accept(chunk, |c| {
+                        if let Some(t) = c.max_log_time {
+                            progress.observe(p, t);
+                        }
+                        for d in &c.dead {
+                            if let Err(e) = on_dead(d) {
+                                failure.get_or_insert(ReplayError::DeadLetterSink(e));
+                            }
+                        }
+                    });
+                    if complete {
+                        progress.mark_ended(p);
+                        ended += 1;
+                    }
+                    chunks_since_evict += 1;
+                }
+                Report::Evicted { worker, through, entries } => {
+                    merged.add(&plan, worker, through, entries);
+                }
+                Report::Drained { .. } => unreachable!("drain is sent after phase 1"),
+                Report::Failed(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
-            Report::ReadFailed(e) => {
-                failure.get_or_insert(e);
+            if chunks_since_evict >= 4 * threads {
+                chunks_since_evict = 0;
+                if let Some(wm) = progress.watermark() {
+                    if last_evict.is_none_or(|l| wm > l) {
+                        last_evict = Some(wm);
+                        for tx in &command_txs {
+                            let _ = tx.send(Command::Evict(wm));
+                        }
+                    }
+                }
             }
-            Report::PartitionEnd { .. } => {}
         }
-    }
-    let _ = reader.join();
-    for w in workers {
-        let _ = w.join();
-    }
+        if matches!(failure, Some(ReplayError::Read { .. } | ReplayError::Worker)) {
+            // Dropping the command senders ends the workers.
+            return;
+        }
+        // Phase 2: the workers merge what they still hold, one shard each.
+        let watermark = progress.watermark();
+        for tx in &command_txs {
+            let _ = tx.send(Command::Drain { watermark });
+        }
+        drop(command_txs);
+        let mut drained = 0;
+        while drained < threads {
+            let Ok(report) = report_rx.recv() else { break };
+            match report {
+                Report::Evicted { worker, through, entries } => {
+                    merged.add(&plan, worker, through, entries)
+                }
+                Report::Drained { documents: d, counters: c } => {
+                    counters.add(&c);
+                    documents.push(d);
+                    drained += 1;
+                }
+                Report::Chunk(_) => unreachable!("every chunk was reported in phase 1"),
+                Report::Failed(e) => {
+                    failure.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+    });
     if let Some(e) = failure {
         return Err(e);
     }
-    let watermark = progress.watermark();
-    let mut documents = merged.finish(&plan, watermark);
+    // Every worker evicted through the same watermarks, so every window handed over is final
+    // and out of the merger, and the shards hold the rest, each window once.
+    let mut documents: Vec<WindowDoc> = merged
+        .finish(&plan, progress.watermark())
+        .into_iter()
+        .chain(documents.into_iter().flatten())
+        .collect();
     documents.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
     Ok(ReplayReport { documents, counters, progress })
 }
 
-fn worker(
+/// One replay thread: reads and folds the stripes it claims, hands over final windows when
+/// asked, and at the end merges one shard of the open windows.
+struct Worker<'a> {
     index: usize,
-    plan: &JobPlan,
-    tasks: &Receiver<Task>,
-    report: &Sender<Report>,
-    free: &Sender<Vec<u8>>,
-) {
-    let mut store = crate::store::WindowStore::new();
-    for task in tasks {
-        match task {
-            Task::Chunk(chunk) => {
-                let done = process_chunk(plan, &mut store, &chunk);
-                let _ = free.send(chunk.data);
-                if report.send(done).is_err() {
-                    return;
+    plan: &'a JobPlan,
+    inputs: &'a [Input],
+    stripes: &'a [Stripe],
+    next_stripe: &'a AtomicUsize,
+    report: Sender<Report>,
+    commands: Receiver<Command>,
+    /// One sender per worker's shard inbox (this worker's own included).
+    shards: Vec<Sender<Vec<WindowEntry>>>,
+    inbox: Receiver<Vec<WindowEntry>>,
+}
+
+impl Worker<'_> {
+    fn run(self, chunk_bytes: usize) {
+        let _panic = PanicReport(self.report.clone());
+        let mut store = WindowStore::new();
+        let mut buf = vec![0; chunk_bytes];
+        let mut drain = None;
+        while let Some(stripe) = self.stripes.get(self.next_stripe.fetch_add(1, Ordering::Relaxed))
+        {
+            let input = &self.inputs[stripe.partition as usize];
+            let mut chunk_index = 0;
+            let read = read_stripe(&input.file, stripe.range.clone(), &mut buf, |data, last| {
+                let mut done = process_chunk(self.plan, &mut store, stripe.partition, data);
+                done.place = (stripe.index, chunk_index);
+                done.last = last;
+                chunk_index += 1;
+                let _ = self.report.send(Report::Chunk(done));
+                while let Ok(command) = self.commands.try_recv() {
+                    match command {
+                        Command::Evict(watermark) => self.evict(&mut store, watermark),
+                        Command::Drain { watermark } => drain = Some(watermark),
+                    }
                 }
-            }
-            Task::Evict(watermark) => {
-                let entries = store.take_final(plan, watermark);
-                let _ = report.send(Report::Evicted { worker: index, through: watermark, entries });
-            }
-            Task::Drain => {
-                let entries = store.drain();
-                let _ = report.send(Report::Drained { entries, counters: store.counters });
+            });
+            if let Err(source) = read {
+                let path = input.path.clone();
+                let _ = self.report.send(Report::Failed(ReplayError::Read { path, source }));
                 return;
             }
         }
+        while drain.is_none() {
+            match self.commands.recv() {
+                Ok(Command::Evict(watermark)) => self.evict(&mut store, watermark),
+                Ok(Command::Drain { watermark }) => drain = Some(watermark),
+                Err(_) => return,
+            }
+        }
+        let watermark = drain.expect("set above");
+        self.merge_shard(store, watermark);
+    }
+
+    fn evict(&self, store: &mut WindowStore, watermark: EpochMillis) {
+        let entries = store.take_final(self.plan, watermark);
+        let _ =
+            self.report.send(Report::Evicted { worker: self.index, through: watermark, entries });
+    }
+
+    /// Sends every worker its shard of this worker's open windows, then merges this worker's
+    /// shard from all of them and builds its documents.
+    fn merge_shard(self, mut store: WindowStore, watermark: Option<EpochMillis>) {
+        let shards = self.shards.len();
+        let mut buckets: Vec<Vec<WindowEntry>> = (0..shards).map(|_| Vec::new()).collect();
+        for entry in store.drain() {
+            buckets[shard_of(entry.start, shards)].push(entry);
+        }
+        for (tx, bucket) in self.shards.iter().zip(buckets) {
+            let _ = tx.send(bucket);
+        }
+        drop(self.shards);
+        let mut entries = Vec::new();
+        for _ in 0..shards {
+            match self.inbox.recv() {
+                Ok(bucket) => entries.extend(bucket),
+                Err(_) => return,
+            }
+        }
+        let documents = merge_entries(self.plan, entries, watermark);
+        let _ = self.report.send(Report::Drained { documents, counters: store.counters });
     }
 }
 
-fn process_chunk(plan: &JobPlan, store: &mut crate::store::WindowStore, chunk: &Chunk) -> Report {
+/// The shard of a window start (a multiplicative hash: window starts are multiples of the slide).
+fn shard_of(start: EpochMillis, shards: usize) -> usize {
+    ((start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
+}
+
+/// Merges the partial states of each window and key and builds one document for each, sorted
+/// by window start and key; final if final at `watermark`.
+fn merge_entries(
+    plan: &JobPlan,
+    mut entries: Vec<WindowEntry>,
+    watermark: Option<EpochMillis>,
+) -> Vec<WindowDoc> {
+    entries.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+    let build = |e: &WindowEntry| {
+        let is_final =
+            watermark.is_some_and(|w| plan.window.is_final(e.start, plan.max_lateness_ms, w));
+        WindowDoc::build(plan, e, is_final)
+    };
+    let mut documents = Vec::new();
+    let mut entries = entries.into_iter();
+    let Some(mut current) = entries.next() else { return documents };
+    for e in entries {
+        if e.start == current.start && e.key == current.key {
+            current.state.merge(&e.state);
+        } else {
+            documents.push(build(&current));
+            current = e;
+        }
+    }
+    documents.push(build(&current));
+    documents
+}
+
+fn process_chunk(
+    plan: &JobPlan,
+    store: &mut WindowStore,
+    partition: u32,
+    data: &[u8],
+) -> ChunkDone {
     let mut slots: Vec<Value<'_>> = Vec::with_capacity(plan.slot_count());
     let mut max_log_time: Option<EpochMillis> = None;
     let mut dead = Vec::new();
     let mut records = 0;
-    let data = &chunk.data[..];
     let mut start = 0;
-    let mut offset = chunk.first_offset;
+    let mut offset = 0;
+    // UTF-8 is checked for the whole chunk at once: a line inside a valid piece is decoded as
+    // text; one that touches invalid bytes goes through the byte path, which names the error.
+    let mut pieces = data.utf8_chunks();
+    let (mut valid_start, mut valid, mut piece_end) = (0, "", 0);
     while start < data.len() {
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
         let mut line = &data[start..end];
@@ -334,161 +599,79 @@ fn process_chunk(plan: &JobPlan, store: &mut crate::store::WindowStore, chunk: &
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
             records += 1;
-            let (outcome, log_time) = store.process(plan, line, None, &mut slots);
+            while start >= valid_start + valid.len() {
+                let Some(piece) = pieces.next() else { break };
+                valid_start = piece_end;
+                valid = piece.valid();
+                piece_end = valid_start + valid.len() + piece.invalid().len();
+            }
+            let line_end = start + line.len();
+            let (outcome, log_time) =
+                if start >= valid_start && line_end <= valid_start + valid.len() {
+                    let text = &valid[start - valid_start..line_end - valid_start];
+                    store.process_text(plan, text, None, &mut slots)
+                } else {
+                    store.process(plan, line, None, &mut slots)
+                };
             if let Some(t) = log_time {
                 max_log_time = Some(max_log_time.map_or(t, |m| m.max(t)));
             }
             if let Outcome::Dead(reason) = outcome {
-                dead.push(DeadLetter {
-                    partition: chunk.partition,
-                    offset,
-                    reason,
-                    record: line.to_vec(),
-                });
+                dead.push(DeadLetter { partition, offset, reason, record: line.to_vec() });
             }
         }
         offset += 1;
         start = end + 1;
     }
-    Report::ChunkDone {
-        partition: chunk.partition,
-        seq: chunk.seq,
+    ChunkDone {
+        partition,
+        place: (0, 0),
+        last: false,
+        lines: offset,
         max_log_time,
-        bytes: chunk.data.len() as u64,
+        bytes: data.len() as u64,
         records,
         dead,
     }
 }
 
-fn read_partitions(
-    inputs: &[PathBuf],
-    chunk_bytes: usize,
-    txs: &[Sender<Task>],
-    report: &Sender<Report>,
-    free: &Receiver<Vec<u8>>,
-) -> Result<(), ReplayError> {
-    struct Open {
-        partition: u32,
-        path: PathBuf,
-        file: File,
-        carry: Vec<u8>,
-        seq: u64,
-        next_offset: i64,
-    }
-    let mut open = Vec::new();
-    for (i, path) in inputs.iter().enumerate() {
-        let file =
-            File::open(path).map_err(|source| ReplayError::Read { path: path.clone(), source })?;
-        open.push(Open {
-            partition: i as u32,
-            path: path.clone(),
-            file,
-            carry: Vec::new(),
-            seq: 0,
-            next_offset: 0,
-        });
-    }
-    let mut next_worker = 0;
-    // Round-robin over partitions, one chunk each, like a consumer fetching from every partition.
-    while !open.is_empty() {
-        let mut i = 0;
-        while i < open.len() {
-            let o = &mut open[i];
-            let mut data = free.try_recv().unwrap_or_default();
-            data.clear();
-            data.extend_from_slice(&o.carry);
-            o.carry.clear();
-            let filled = data.len();
-            // `take` + `read_to_end` reads into spare capacity: no zero-filling of the buffer.
-            let n = filled
-                + (&mut o.file)
-                    .take(chunk_bytes as u64)
-                    .read_to_end(&mut data)
-                    .map_err(|source| ReplayError::Read { path: o.path.clone(), source })?;
-            let eof = n < filled + chunk_bytes;
-            if !eof {
-                // Keep the partial last line for the next chunk.
-                match memchr::memrchr(b'\n', &data) {
-                    Some(last) => {
-                        o.carry.extend_from_slice(&data[last + 1..]);
-                        data.truncate(last + 1);
-                    }
-                    None => {
-                        // A line longer than the chunk: keep reading it.
-                        o.carry = data;
-                        continue;
-                    }
-                }
-            }
-            if !data.is_empty() {
-                let lines = memchr::memchr_iter(b'\n', &data).count() as i64
-                    + i64::from(*data.last().expect("non-empty") != b'\n');
-                let chunk =
-                    Chunk { partition: o.partition, seq: o.seq, first_offset: o.next_offset, data };
-                o.seq += 1;
-                o.next_offset += lines;
-                if txs[next_worker % txs.len()].send(Task::Chunk(chunk)).is_err() {
-                    return Ok(());
-                }
-                next_worker += 1;
-            }
-            if eof {
-                let _ = report.send(Report::PartitionEnd { partition: o.partition, chunks: o.seq });
-                open.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Per-partition completion of chunks, turned into log-time progress over the contiguously
+/// The chunks of one partition, put back in order: log-time progress over the contiguously
 /// completed prefix (a later chunk's records cannot raise progress past an earlier unfinished
-/// one's).
-#[derive(Default)]
-struct PartitionTracker {
-    next_seq: HashMap<u32, u64>,
-    pending: HashMap<u32, BTreeMap<u64, Option<EpochMillis>>>,
-    total: HashMap<u32, u64>,
+/// one's), and absolute offsets for dead letters.
+struct PartitionLog {
+    stripes: u64,
+    next: (u64, u64),
+    next_offset: i64,
+    pending: BTreeMap<(u64, u64), ChunkDone>,
 }
 
-impl PartitionTracker {
-    /// Returns true when the partition has just ended (all chunks done and end seen).
-    fn done(
-        &mut self,
-        partition: u32,
-        seq: u64,
-        max_log_time: Option<EpochMillis>,
-        progress: &mut LogProgress,
-    ) -> bool {
-        self.pending.entry(partition).or_default().insert(seq, max_log_time);
-        self.advance(partition, progress)
+impl PartitionLog {
+    fn new(stripes: u64) -> Self {
+        Self { stripes, next: (0, 0), next_offset: 0, pending: BTreeMap::new() }
     }
 
-    fn end(&mut self, partition: u32, chunks: u64, progress: &mut LogProgress) -> bool {
-        self.total.insert(partition, chunks);
-        self.advance(partition, progress)
+    /// Whether every chunk of every stripe is in.
+    fn is_complete(&self) -> bool {
+        self.next.0 == self.stripes
     }
 
-    fn advance(&mut self, partition: u32, progress: &mut LogProgress) -> bool {
-        let next = self.next_seq.entry(partition).or_insert(0);
-        let pending = self.pending.entry(partition).or_default();
-        while let Some(t) = pending.remove(next) {
-            if let Some(t) = t {
-                progress.observe(partition, t);
+    /// Takes a chunk and passes `in_order` each chunk that has become contiguous, its dead
+    /// letters' offsets made absolute. Returns true when this chunk completed the partition.
+    fn accept(&mut self, chunk: ChunkDone, mut in_order: impl FnMut(&ChunkDone)) -> bool {
+        self.pending.insert(chunk.place, chunk);
+        let mut advanced = false;
+        while let Some(mut c) = self.pending.remove(&self.next) {
+            for d in &mut c.dead {
+                d.offset += self.next_offset;
             }
-            *next += 1;
+            self.next_offset += c.lines;
+            self.next = if c.last { (self.next.0 + 1, 0) } else { (self.next.0, self.next.1 + 1) };
+            in_order(&c);
+            advanced = true;
         }
-        if self.total.get(&partition) == Some(next) {
-            self.total.remove(&partition);
-            progress.mark_ended(partition);
-            return true;
-        }
-        false
+        advanced && self.is_complete()
     }
 }
-
 /// Merges windows handed over by workers; a final window becomes a document once every worker
 /// has evicted through its finality point.
 struct FinalMerger {
@@ -540,10 +723,6 @@ impl FinalMerger {
         }
     }
 
-    fn add_open(&mut self, _plan: &JobPlan, entries: Vec<WindowEntry>) {
-        self.merge(entries);
-    }
-
     fn finish(mut self, plan: &JobPlan, watermark: Option<EpochMillis>) -> Vec<WindowDoc> {
         for ((start, key), state) in std::mem::take(&mut self.pending) {
             let fin =
@@ -552,5 +731,172 @@ impl FinalMerger {
             self.documents.push(WindowDoc::build(plan, &entry, fin));
         }
         self.documents
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The chunks of every stripe of `content`, read in claim order, with their stripe.
+    fn read_all(
+        content: &[u8],
+        stripe_bytes: u64,
+        chunk_bytes: usize,
+    ) -> Vec<(u64, Vec<u8>, bool)> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(content).unwrap();
+        let mut buf = vec![0; chunk_bytes];
+        let mut out = Vec::new();
+        for stripe in plan_stripes(&[content.len() as u64], stripe_bytes) {
+            read_stripe(&file, stripe.range.clone(), &mut buf, |data, last| {
+                out.push((stripe.index, data.to_vec(), last));
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    proptest! {
+        /// Whatever the stripe and chunk sizes, the chunks put together are the file, each
+        /// chunk is whole lines, each stripe ends with one last chunk, and every line is read
+        /// by the stripe that holds its first byte.
+        #[test]
+        fn stripes_cover_every_line_once_at_its_first_byte(
+            lines in prop::collection::vec("[a-z{}\":,]{0,40}", 0..60),
+            trailing_newline in any::<bool>(),
+            stripe_bytes in 1u64..200,
+            chunk_bytes in 1usize..100,
+        ) {
+            let mut content = lines.join("\n").into_bytes();
+            if trailing_newline && !content.is_empty() {
+                content.push(b'\n');
+            }
+            let chunks = read_all(&content, stripe_bytes, chunk_bytes);
+            let joined: Vec<u8> = chunks.iter().flat_map(|(_, d, _)| d.clone()).collect();
+            prop_assert_eq!(&joined, &content);
+            let stripes = content.len().div_ceil(stripe_bytes as usize);
+            prop_assert_eq!(chunks.iter().filter(|(_, _, last)| *last).count(), stripes);
+            let mut at = 0u64;
+            for (stripe, data, last) in &chunks {
+                if !data.is_empty() {
+                    // A chunk starts a line, in its own stripe.
+                    prop_assert!(at == 0 || content[at as usize - 1] == b'\n');
+                    prop_assert_eq!(at / stripe_bytes, *stripe);
+                    let end = at as usize + data.len();
+                    prop_assert!(end == content.len() || content[end - 1] == b'\n');
+                    if !last {
+                        // Only a stripe's last chunk may hold a line starting past the stripe.
+                        prop_assert!((end as u64) <= (stripe + 1) * stripe_bytes);
+                    }
+                }
+                at += data.len() as u64;
+            }
+        }
+    }
+
+    #[test]
+    fn stripes_go_round_robin_over_partitions() {
+        let stripes = plan_stripes(&[25, 0, 10], 10);
+        let got: Vec<(u32, u64, Range<u64>)> =
+            stripes.into_iter().map(|s| (s.partition, s.index, s.range)).collect();
+        assert_eq!(got, vec![(0, 0, 0..10), (2, 0, 0..10), (0, 1, 10..20), (0, 2, 20..25)]);
+    }
+
+    fn chunk(place: (u64, u64), last: bool, lines: i64, dead_at: &[i64]) -> ChunkDone {
+        ChunkDone {
+            partition: 0,
+            place,
+            last,
+            lines,
+            max_log_time: Some(place.0 as i64 * 10 + place.1 as i64),
+            bytes: 1,
+            records: lines as u64,
+            dead: dead_at
+                .iter()
+                .map(|&offset| DeadLetter {
+                    partition: 0,
+                    offset,
+                    reason: DeadReason::Decode(crate::decode::DecodeError::NotAnObject),
+                    record: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn chunks_out_of_order_give_in_order_progress_and_absolute_offsets() {
+        let mut log = PartitionLog::new(2);
+        let mut seen = Vec::new();
+        let mut note = |c: &ChunkDone| {
+            seen.push((c.place, c.dead.iter().map(|d| d.offset).collect::<Vec<_>>()))
+        };
+        // Stripe 1 (3 lines, dead at its line 2) arrives before stripe 0's two chunks.
+        assert!(!log.accept(chunk((1, 0), true, 3, &[2]), &mut note));
+        assert!(!log.accept(chunk((0, 1), true, 4, &[0]), &mut note));
+        assert!(log.accept(chunk((0, 0), false, 5, &[1, 4]), &mut note));
+        assert_eq!(seen, vec![((0, 0), vec![1, 4]), ((0, 1), vec![5]), ((1, 0), vec![11])]);
+        assert!(log.is_complete());
+    }
+
+    fn good(i: u32) -> Vec<u8> {
+        format!(
+            r#"{{"event_time":"2024-01-01T00:00:0{i}.000Z","logged_time":"2024-01-01T00:00:0{i}.000Z","server":"srv-é","tx_type":"payment","status":"ok","amount":1.5,"latency_ms":{i},"user_id":"u-{i}"}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Invalid UTF-8, blank lines and CRLF, at every stripe size and thread count: the same
+    /// dead letters at the same offsets and the same documents.
+    #[test]
+    fn invalid_utf8_is_dead_lettered_at_its_offset_whatever_the_stripes() {
+        let job =
+            kappa_crds::load_manifest(include_str!("../../crds/fixtures/valid/tx-stats.yaml"))
+                .unwrap();
+        let plan = Arc::new(JobPlan::compile(&job).unwrap());
+        let mut content = Vec::new();
+        content.extend(good(1));
+        content.extend(b"\n{\"server\":\"\xff\"}\n\n");
+        content.extend(good(2));
+        content.extend(b"\r\nnot json\n");
+        content.extend(good(3));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p0.ndjson");
+        std::fs::write(&path, &content).unwrap();
+        let run = |threads, stripe_bytes| {
+            let options = ReplayOptions { threads, chunk_bytes: 64, stripe_bytes };
+            let mut dead = Vec::new();
+            let report = replay_files(
+                Arc::clone(&plan),
+                std::slice::from_ref(&path),
+                &options,
+                |d| {
+                    dead.push((d.offset, d.reason.code()));
+                    Ok(())
+                },
+                |_| {},
+            )
+            .unwrap();
+            dead.sort();
+            let docs: Vec<String> = report.documents.iter().map(|d| d.body.clone()).collect();
+            (dead, report.counters, docs)
+        };
+        let (dead, counters, docs) = run(1, 1 << 20);
+        assert_eq!(dead, vec![(1, "malformed_json"), (4, "malformed_json")]);
+        assert_eq!((counters.records_in, counters.folded, counters.dead), (5, 3, 2));
+        assert_eq!(docs.len(), 1);
+        assert!(docs[0].contains(r#""server":"srv-é""#), "{}", docs[0]);
+        assert!(docs[0].contains(r#""tx_count":3"#), "{}", docs[0]);
+        for threads in 1..=3 {
+            // Every stripe size up to a few lines: boundaries before, inside and after each
+            // kind of line.
+            for stripe_bytes in (1..content.len() + 1).step_by(5) {
+                assert_eq!(run(threads, stripe_bytes), (dead.clone(), counters, docs.clone()));
+            }
+        }
     }
 }

@@ -69,6 +69,9 @@ struct Case {
     schedule: Vec<usize>,
     threads: usize,
     chunk_bytes: usize,
+    /// Bytes a replay worker claims at a time: tiny ones put stripe boundaries inside lines
+    /// and leave stripes that hold no line start.
+    stripe_bytes: usize,
     /// Positions (in delivery order) at which the processor flushes / snapshots and restores.
     flush_at: BTreeSet<usize>,
     restore_at: BTreeSet<usize>,
@@ -171,7 +174,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         ],
         any::<u64>(),
         1..4usize,
-        64..2_048usize,
+        (1..2_048usize, 1..8_192usize),
         prop::collection::btree_set(0..200usize, 0..6),
         prop::collection::btree_set(0..200usize, 0..4),
     )
@@ -182,7 +185,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 window,
                 seed,
                 threads,
-                chunk_bytes,
+                (chunk_bytes, stripe_bytes),
                 flush_at,
                 restore_at,
             )| {
@@ -206,6 +209,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     schedule,
                     threads,
                     chunk_bytes,
+                    stripe_bytes,
                     flush_at,
                     restore_at,
                 }
@@ -438,7 +442,11 @@ fn run_files(
         }
         paths.push(path);
     }
-    let options = ReplayOptions { threads: case.threads, chunk_bytes: case.chunk_bytes };
+    let options = ReplayOptions {
+        threads: case.threads,
+        chunk_bytes: case.chunk_bytes,
+        stripe_bytes: case.stripe_bytes,
+    };
     let mut dead = 0;
     let report = replay_files(
         plan,
