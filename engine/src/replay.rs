@@ -587,10 +587,14 @@ fn process_chunk(
     let mut records = 0;
     let mut start = 0;
     let mut offset = 0;
-    // UTF-8 is checked for the whole chunk at once: a line inside a valid piece is decoded as
-    // text; one that touches invalid bytes goes through the byte path, which names the error.
-    let mut pieces = data.utf8_chunks();
-    let (mut valid_start, mut valid, mut piece_end) = (0, "", 0);
+    // UTF-8 is checked for the whole chunk at once (std's validation has a word-at-a-time ASCII
+    // path; `utf8_chunks` has none and cost 8% of the profile). Lines inside the valid prefix
+    // are decoded as text; a line at or after the first invalid byte goes through the byte
+    // path, which validates it alone and names the error.
+    let valid = match std::str::from_utf8(data) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).expect("valid up to here"),
+    };
     while start < data.len() {
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
         let mut line = &data[start..end];
@@ -599,20 +603,11 @@ fn process_chunk(
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
             records += 1;
-            while start >= valid_start + valid.len() {
-                let Some(piece) = pieces.next() else { break };
-                valid_start = piece_end;
-                valid = piece.valid();
-                piece_end = valid_start + valid.len() + piece.invalid().len();
-            }
             let line_end = start + line.len();
-            let (outcome, log_time) =
-                if start >= valid_start && line_end <= valid_start + valid.len() {
-                    let text = &valid[start - valid_start..line_end - valid_start];
-                    store.process_text(plan, text, None, &mut slots)
-                } else {
-                    store.process(plan, line, None, &mut slots)
-                };
+            let (outcome, log_time) = match valid.get(start..line_end) {
+                Some(text) => store.process_text(plan, text, None, &mut slots),
+                None => store.process(plan, line, None, &mut slots),
+            };
             if let Some(t) = log_time {
                 max_log_time = Some(max_log_time.map_or(t, |m| m.max(t)));
             }
