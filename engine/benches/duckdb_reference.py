@@ -1,5 +1,7 @@
 """DuckDB running the reference job as a batch query over the same NDJSON file, for the
-engine benchmark (engine/benches/run-bench.sh). Prints the median of 3 runs for 2 and 1 threads."""
+engine benchmark (engine/benches/run-bench.sh). Prints the median of 3 runs for 2 and 1 threads.
+
+window_start comes back as epoch milliseconds: a TIMESTAMPTZ result needs pytz in Python."""
 import statistics
 import sys
 import time
@@ -8,7 +10,7 @@ import duckdb
 
 path, records = sys.argv[1], int(sys.argv[2])
 QUERY = f"""
-SELECT time_bucket(INTERVAL 1 minute, event_time) AS window_start, server, tx_type,
+SELECT epoch_ms(time_bucket(INTERVAL 1 minute, event_time)) AS window_start, server, tx_type,
        count(*) AS tx_count, sum(amount) AS amount_sum,
        min(latency_ms) AS latency_min, max(latency_ms) AS latency_max, avg(latency_ms) AS latency_avg,
        count(*) FILTER (WHERE status = 'fail') AS failures,
