@@ -188,8 +188,10 @@ fn read_stripe(
 ) -> io::Result<()> {
     let end = range.end;
     // The first line starting in the stripe: after the newline that ends the line holding the
-    // byte before the stripe.
+    // byte before the stripe. What was read after that newline is kept, not read again.
     let mut pos = range.start;
+    // `buf[..filled]` holds the file from `pos` on.
+    let mut filled = 0;
     if pos > 0 {
         pos -= 1;
         loop {
@@ -199,6 +201,8 @@ fn read_stripe(
             }
             if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
                 pos += i as u64 + 1;
+                buf.copy_within(i + 1..n, 0);
+                filled = n - (i + 1);
                 break;
             }
             pos += n as u64;
@@ -208,8 +212,6 @@ fn read_stripe(
         chunk(&[], true);
         return Ok(());
     }
-    // `buf[..filled]` holds the file from `pos` on.
-    let mut filled = 0;
     loop {
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0);
