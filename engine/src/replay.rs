@@ -549,6 +549,13 @@ fn shard_of(start: EpochMillis, shards: usize) -> usize {
     ((start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
 }
 
+/// The document of a merged window, final if final at `watermark`.
+fn document_at(plan: &JobPlan, entry: &WindowEntry, watermark: Option<EpochMillis>) -> WindowDoc {
+    let is_final =
+        watermark.is_some_and(|w| plan.window.is_final(entry.start, plan.max_lateness_ms, w));
+    WindowDoc::build(plan, entry, is_final)
+}
+
 /// Merges the partial states of each window and key and builds one document for each, sorted
 /// by window start and key; final if final at `watermark`.
 fn merge_entries(
@@ -557,11 +564,7 @@ fn merge_entries(
     watermark: Option<EpochMillis>,
 ) -> Vec<WindowDoc> {
     entries.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
-    let build = |e: &WindowEntry| {
-        let is_final =
-            watermark.is_some_and(|w| plan.window.is_final(e.start, plan.max_lateness_ms, w));
-        WindowDoc::build(plan, e, is_final)
-    };
+    let build = |e: &WindowEntry| document_at(plan, e, watermark);
     let mut documents = Vec::new();
     let mut entries = entries.into_iter();
     let Some(mut current) = entries.next() else { return documents };
@@ -722,10 +725,8 @@ impl FinalMerger {
 
     fn finish(mut self, plan: &JobPlan, watermark: Option<EpochMillis>) -> Vec<WindowDoc> {
         for ((start, key), state) in std::mem::take(&mut self.pending) {
-            let fin =
-                watermark.is_some_and(|w| plan.window.is_final(start, plan.max_lateness_ms, w));
             let entry = WindowEntry { start, key, state };
-            self.documents.push(WindowDoc::build(plan, &entry, fin));
+            self.documents.push(document_at(plan, &entry, watermark));
         }
         self.documents
     }

@@ -194,9 +194,7 @@ impl WindowStore {
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
         let decoded = decode_into(&plan.paths, line, slots, plan.slot_count());
-        let (outcome, log_time) = self.evaluate(plan, decoded, source_log_time, slots);
-        self.counters.count(&outcome);
-        (outcome, log_time)
+        self.count(plan, decoded, source_log_time, slots)
     }
 
     /// [`WindowStore::process`] for a record already known to be UTF-8.
@@ -208,6 +206,17 @@ impl WindowStore {
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
         let decoded = decode_text_into(&plan.paths, line, slots, plan.slot_count());
+        self.count(plan, decoded, source_log_time, slots)
+    }
+
+    /// Evaluates a decoded record and counts its outcome.
+    fn count(
+        &mut self,
+        plan: &JobPlan,
+        decoded: Result<(), DecodeError>,
+        source_log_time: Option<EpochMillis>,
+        slots: &mut [Value<'_>],
+    ) -> (Outcome, Option<EpochMillis>) {
         let (outcome, log_time) = self.evaluate(plan, decoded, source_log_time, slots);
         self.counters.count(&outcome);
         (outcome, log_time)
