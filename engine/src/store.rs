@@ -194,7 +194,8 @@ impl WindowStore {
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
         let decoded = decode_into(&plan.paths, line, slots, plan.slot_count());
-        self.count(plan, decoded, source_log_time, slots)
+        let evaluated = self.evaluate(plan, decoded, source_log_time, slots);
+        self.counted(evaluated)
     }
 
     /// [`WindowStore::process`] for a record already known to be UTF-8.
@@ -206,20 +207,17 @@ impl WindowStore {
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
         let decoded = decode_text_into(&plan.paths, line, slots, plan.slot_count());
-        self.count(plan, decoded, source_log_time, slots)
+        let evaluated = self.evaluate(plan, decoded, source_log_time, slots);
+        self.counted(evaluated)
     }
 
-    /// Evaluates a decoded record and counts its outcome.
-    fn count(
+    /// Counts an evaluated record's outcome and passes the result on.
+    fn counted(
         &mut self,
-        plan: &JobPlan,
-        decoded: Result<(), DecodeError>,
-        source_log_time: Option<EpochMillis>,
-        slots: &mut [Value<'_>],
+        evaluated: (Outcome, Option<EpochMillis>),
     ) -> (Outcome, Option<EpochMillis>) {
-        let (outcome, log_time) = self.evaluate(plan, decoded, source_log_time, slots);
-        self.counters.count(&outcome);
-        (outcome, log_time)
+        self.counters.count(&evaluated.0);
+        evaluated
     }
 
     fn evaluate(
