@@ -208,7 +208,6 @@ impl Serialize for Bins {
         let mut previous = 0;
         let steps: Vec<(i32, u64)> = self
             .pairs()
-            .into_iter()
             .map(|(key, count)| (key - std::mem::replace(&mut previous, key), count))
             .collect();
         steps.serialize(serializer)
@@ -217,7 +216,7 @@ impl Serialize for Bins {
 
 impl PartialEq for Bins {
     fn eq(&self, other: &Self) -> bool {
-        self.pairs() == other.pairs()
+        self.pairs().eq(other.pairs())
     }
 }
 
@@ -281,14 +280,80 @@ fn dense_counts<C: Count>(pairs: &[(i32, u64)]) -> Option<(i32, Box<[C]>)> {
     Some((lo, counts))
 }
 
-/// The `(key, count)` pairs of dense counts.
-fn dense_pairs<C: Count>(offset: i32, counts: &[C]) -> Vec<(i32, u64)> {
-    counts
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| (offset + i as i32, c.into()))
-        .filter(|&(_, c)| c != 0)
-        .collect()
+/// The `(key, count)` pairs of bins in ascending key order, from either end, without
+/// collecting them (a merge or a quantile walks them once; collecting cost a growing `Vec` per
+/// call, most of the final merge's allocations).
+#[derive(Clone)]
+enum Pairs<'a> {
+    Sparse(std::slice::Iter<'a, u64>),
+    Dense(DensePairs<'a, u32>),
+    Wide(DensePairs<'a, u64>),
+}
+
+/// The non-zero counts of dense bins with their keys.
+#[derive(Clone)]
+struct DensePairs<'a, C> {
+    offset: i32,
+    counts: std::iter::Enumerate<std::slice::Iter<'a, C>>,
+}
+
+impl<'a, C: Count> DensePairs<'a, C> {
+    fn new(offset: i32, counts: &'a [C]) -> Self {
+        Self { offset, counts: counts.iter().enumerate() }
+    }
+
+    fn pair(&self, (i, &c): (usize, &C)) -> Option<(i32, u64)> {
+        let c: u64 = c.into();
+        (c != 0).then_some((self.offset + i as i32, c))
+    }
+}
+
+impl<C: Count> Iterator for DensePairs<'_, C> {
+    type Item = (i32, u64);
+
+    fn next(&mut self) -> Option<(i32, u64)> {
+        loop {
+            let next = self.counts.next()?;
+            if let Some(pair) = self.pair(next) {
+                return Some(pair);
+            }
+        }
+    }
+}
+
+impl<C: Count> DoubleEndedIterator for DensePairs<'_, C> {
+    fn next_back(&mut self) -> Option<(i32, u64)> {
+        loop {
+            let next = self.counts.next_back()?;
+            if let Some(pair) = self.pair(next) {
+                return Some(pair);
+            }
+        }
+    }
+}
+
+impl Iterator for Pairs<'_> {
+    type Item = (i32, u64);
+
+    #[inline]
+    fn next(&mut self) -> Option<(i32, u64)> {
+        match self {
+            Pairs::Sparse(entries) => entries.next().map(|&e| (key_of(e), count_of(e))),
+            Pairs::Dense(pairs) => pairs.next(),
+            Pairs::Wide(pairs) => pairs.next(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Pairs<'_> {
+    #[inline]
+    fn next_back(&mut self) -> Option<(i32, u64)> {
+        match self {
+            Pairs::Sparse(entries) => entries.next_back().map(|&e| (key_of(e), count_of(e))),
+            Pairs::Dense(pairs) => pairs.next_back(),
+            Pairs::Wide(pairs) => pairs.next_back(),
+        }
+    }
 }
 
 impl Bins {
@@ -310,11 +375,11 @@ impl Bins {
     }
 
     /// The `(key, count)` pairs in ascending key order.
-    fn pairs(&self) -> Vec<(i32, u64)> {
+    fn pairs(&self) -> Pairs<'_> {
         match self {
-            Bins::Sparse(entries) => entries.iter().map(|&e| (key_of(e), count_of(e))).collect(),
-            Bins::Dense { offset, counts } => dense_pairs(*offset, counts),
-            Bins::Wide { offset, counts } => dense_pairs(*offset, counts),
+            Bins::Sparse(entries) => Pairs::Sparse(entries.iter()),
+            Bins::Dense { offset, counts } => Pairs::Dense(DensePairs::new(*offset, counts)),
+            Bins::Wide { offset, counts } => Pairs::Wide(DensePairs::new(*offset, counts)),
         }
     }
 
@@ -360,7 +425,7 @@ impl Bins {
 
     /// Turns sparse bins dense, and dense bins wide.
     fn widen(&mut self) {
-        let pairs = self.pairs();
+        let pairs: Vec<(i32, u64)> = self.pairs().collect();
         *self = match (&*self, dense_counts::<u32>(&pairs)) {
             (Bins::Sparse(_), Some((offset, counts))) => Bins::Dense { offset, counts },
             (Bins::Wide { .. }, _) => unreachable!("wide bins take any count"),
@@ -372,11 +437,11 @@ impl Bins {
     }
 
     fn merge(&mut self, other: &Bins) {
-        let pairs = other.pairs();
+        let mut pairs = other.pairs();
         // The largest key first, so that a dense range is widened at most twice.
-        if let Some((&(key, count), rest)) = pairs.split_last() {
+        if let Some((key, count)) = pairs.next_back() {
             self.add(key, count);
-            for &(key, count) in rest {
+            for (key, count) in pairs {
                 self.add(key, count);
             }
         }
@@ -879,7 +944,7 @@ mod tests {
     fn a_huge_range_collapses_the_lowest_bins_only() {
         // 1e10 / γ^MAX_BINS reaches down to ~2.4e-8: the two tiny values share the lowest bin.
         let s = binned(&[1e-300, 1e-200, 1e10], 1.0);
-        let keys = s.positive.pairs();
+        let keys: Vec<_> = s.positive.pairs().collect();
         assert_eq!(keys.last().unwrap().0 - keys[0].0, MAX_BINS as i32 - 1);
         assert_eq!(s.count(), EXACT_LIMIT as u64 + 1);
         assert_close(s.quantile(1.0).unwrap(), 1e10);
@@ -907,8 +972,11 @@ mod tests {
         let values: Vec<f64> = (0..5_000).map(|i| 1.0 + (i % 400) as f64 * 0.05).collect();
         let dense = sketch(&values);
         assert!(matches!(dense.positive, Bins::Dense { .. }));
-        let pairs = dense.positive.pairs();
+        let pairs: Vec<_> = dense.positive.pairs().collect();
         let sparse = Bins::Sparse(pairs.iter().map(|&(key, count)| pack(key, count)).collect());
+        // Walked from the top (as a merge does), both forms give the same pairs.
+        assert!(dense.positive.pairs().rev().eq(pairs.iter().rev().copied()));
+        assert!(sparse.pairs().rev().eq(pairs.iter().rev().copied()));
         let sparse = PercentileSketch { positive: sparse, ..dense.clone() };
         for q in [0.0, 0.1, 0.5, 0.9, 0.999, 1.0] {
             assert_eq!(sparse.quantile(q), dense.quantile(q), "q={q}");
@@ -928,7 +996,7 @@ mod tests {
         assert!(matches!(bins, Bins::Sparse(_)));
         bins.add(5, 1);
         assert!(matches!(bins, Bins::Wide { .. }));
-        assert_eq!(bins.pairs(), [(-3, 1), (5, 1 << 32)]);
+        assert_eq!(bins.pairs().collect::<Vec<_>>(), [(-3, 1), (5, 1 << 32)]);
 
         // Dense bins, whose floor bin overflows when a high key folds the lowest ones into it.
         let mut bins = Bins::default();
@@ -942,7 +1010,7 @@ mod tests {
         let mut expected = vec![(2, 3 * u64::from(u32::MAX / 2))];
         expected.extend((3..40).map(|k| (k, u64::from(u32::MAX / 2))));
         expected.push((MAX_BINS as i32 + 1, 1));
-        assert_eq!(bins.pairs(), expected);
+        assert_eq!(bins.pairs().collect::<Vec<_>>(), expected);
         assert_ne!(bins, before);
         // Huge counts survive a snapshot.
         let bytes = postcard::to_allocvec(&bins).unwrap();
