@@ -45,6 +45,18 @@ impl KeyValue {
         }
     }
 
+    /// Appends the value as JSON, byte for byte what serializing [`KeyValue::to_json`] writes,
+    /// without building it (documents and ids are written once per window).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            KeyValue::Null => out.extend_from_slice(b"null"),
+            KeyValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            KeyValue::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+            KeyValue::Float(f) => serde_json::to_writer(out, f).expect("writes to a Vec"),
+            KeyValue::Str(s) => serde_json::to_writer(out, s).expect("writes to a Vec"),
+        }
+    }
+
     /// The canonical key value of a record value; `None` for objects and arrays.
     pub fn from_value(v: &Value<'_>) -> Option<KeyValue> {
         let mut buf = Vec::new();
@@ -173,6 +185,27 @@ impl KeyInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_written_as_serde_json_writes_it() {
+        let values = [
+            KeyValue::Null,
+            KeyValue::Bool(true),
+            KeyValue::Bool(false),
+            KeyValue::Int(i64::MIN),
+            KeyValue::Int(42),
+            KeyValue::Float(0.1),
+            KeyValue::Float(-1.5e300),
+            KeyValue::Float(f64::NAN),
+            KeyValue::Str("plain".into()),
+            KeyValue::Str("quote \" backslash \\ control \u{1} é 😀".into()),
+        ];
+        for v in &values {
+            let mut out = Vec::new();
+            v.write_json(&mut out);
+            assert_eq!(out, serde_json::to_vec(&v.to_json()).unwrap(), "{v:?}");
+        }
+    }
 
     #[test]
     fn equal_numbers_share_a_key_and_order_is_numeric() {
