@@ -8,7 +8,7 @@ use crate::aggregate::AggKind;
 use crate::cel::{self, Program};
 use crate::decode::{DecodeError, PathTree};
 use crate::fields::FieldTable;
-use crate::time::{parse_rfc3339, seconds_to_millis, EpochMillis};
+use crate::time::{parse_rfc3339_cached, seconds_to_millis, EpochMillis, MinuteCache};
 use crate::value::Value;
 use crate::window::WindowShape;
 
@@ -45,9 +45,14 @@ impl TimeReader {
         Self { field: tf.field.clone(), slot: fields.slot_for_path(&tf.field), format: tf.format }
     }
 
-    /// Reads the timestamp as epoch milliseconds.
+    /// Reads the timestamp as epoch milliseconds; `cache` is this field's [`MinuteCache`] (one
+    /// per reader and worker).
     #[inline]
-    pub fn read(&self, slots: &[Value<'_>]) -> Result<EpochMillis, DecodeError> {
+    pub fn read(
+        &self,
+        slots: &[Value<'_>],
+        cache: &mut MinuteCache,
+    ) -> Result<EpochMillis, DecodeError> {
         let value = &slots[self.slot];
         let bad = |text: &str| DecodeError::BadTimestamp {
             field: self.field.clone(),
@@ -56,7 +61,9 @@ impl TimeReader {
         };
         match (self.format, value) {
             (_, Value::Missing | Value::Null) => Err(DecodeError::MissingField(self.field.clone())),
-            (TimeFormat::Rfc3339, Value::Str(s)) => parse_rfc3339(s.as_bytes()).map_err(|_| bad(s)),
+            (TimeFormat::Rfc3339, Value::Str(s)) => {
+                parse_rfc3339_cached(s.as_bytes(), cache).map_err(|_| bad(s))
+            }
             (TimeFormat::EpochMillis, Value::Int(i)) => Ok(*i),
             (TimeFormat::EpochMillis, Value::Float(f)) => {
                 seconds_to_millis(*f / 1_000.0).map_err(|_| bad(&f.to_string()))

@@ -12,7 +12,7 @@ use crate::aggregate::AggState;
 use crate::decode::{decode_into, decode_text_into, DecodeError};
 use crate::key::{encode_key, KeyInterner, KeyValue};
 use crate::plan::JobPlan;
-use crate::time::EpochMillis;
+use crate::time::{EpochMillis, MinuteCache};
 use crate::value::Value;
 
 /// Why a record went to the dead-letter output.
@@ -173,6 +173,9 @@ pub struct WindowStore {
     final_through: Option<EpochMillis>,
     key_buf: Vec<u8>,
     include: Vec<bool>,
+    /// Minutes of the last log and event timestamps read (see [`MinuteCache`]).
+    log_minute: MinuteCache,
+    event_minute: MinuteCache,
     /// Counters since creation.
     pub counters: Counters,
 }
@@ -231,7 +234,7 @@ impl WindowStore {
             return (Outcome::Dead(e.into()), None);
         }
         let log_time = match &plan.log_time {
-            Some(reader) => match reader.read(slots) {
+            Some(reader) => match reader.read(slots, &mut self.log_minute) {
                 Ok(t) => t,
                 Err(e) => return (Outcome::Dead(e.into()), None),
             },
@@ -256,7 +259,8 @@ impl WindowStore {
         log_time: EpochMillis,
     ) -> Result<Outcome, Outcome> {
         let dead = |r: DeadReason| Outcome::Dead(r);
-        let event_time = plan.event_time.read(slots).map_err(|e| dead(e.into()))?;
+        let event_time =
+            plan.event_time.read(slots, &mut self.event_minute).map_err(|e| dead(e.into()))?;
         if log_time.saturating_sub(event_time) > plan.max_lateness_ms {
             return Ok(Outcome::Late);
         }
