@@ -335,15 +335,55 @@ impl SparseSet {
         if self.pending() == 0 {
             return true;
         }
-        let (sorted, pending) = self.entries.split_at_mut(self.sorted as usize);
-        pending.sort_unstable();
-        let entries = union_sorted(sorted, pending);
-        if entries.len() > SPARSE_LIMIT {
+        let sorted = self.sorted as usize;
+        self.entries[sorted..].sort_unstable();
+        union_in_place(&mut self.entries, sorted);
+        if self.entries.len() > SPARSE_LIMIT {
             return false;
         }
-        *self = Self { sorted: entries.len() as u32, entries };
+        self.sorted = self.entries.len() as u32;
         true
     }
+}
+
+/// Pending entries up to this many are merged in through a stack buffer; more take a heap one.
+const STACK_PENDING: usize = 256;
+
+/// [`union_sorted`] of `v[..sorted]` and `v[sorted..]` (both ascending), left in `v`.
+///
+/// In place, so a sort-in allocates nothing (a new vector per sort-in was most of the
+/// allocator's time in a replay): the pending entries are copied aside, and the union is written
+/// from the back, where it never overtakes the sorted entries still to be read. Descending, the
+/// first entry of an index is the one with its largest rank; later ones are skipped.
+fn union_in_place(v: &mut Vec<u32>, sorted: usize) {
+    let n = v.len();
+    let mut stack = [0u32; STACK_PENDING];
+    let heap: Vec<u32>;
+    let pending: &[u32] = if n - sorted <= STACK_PENDING {
+        stack[..n - sorted].copy_from_slice(&v[sorted..]);
+        &stack[..n - sorted]
+    } else {
+        heap = v[sorted..].to_vec();
+        &heap
+    };
+    let (mut i, mut j, mut w) = (sorted, pending.len(), n);
+    // Not an index (they have 25 bits), so the first entry is never skipped.
+    let mut last = u32::MAX;
+    while i > 0 || j > 0 {
+        // The larger of the next two; from the pending ones once the sorted ones are done.
+        let take_sorted = j == 0 || (i > 0 && v[i - 1] > pending[j - 1]);
+        let x = if take_sorted { v[i - 1] } else { pending[j - 1] };
+        i -= usize::from(take_sorted);
+        j -= usize::from(!take_sorted);
+        if x >> 6 != last >> 6 {
+            // `w - 1 >= i + j`: everything written so far was read first.
+            w -= 1;
+            v[w] = x;
+            last = x;
+        }
+    }
+    v.copy_within(w..n, 0);
+    v.truncate(n - w);
 }
 
 /// The union of two lists of entries in ascending order, which may repeat an index: in ascending
@@ -573,6 +613,25 @@ mod tests {
         assert_eq!(union, [e(0, 1), e(1, 3), e(2, 5), e(9, 7), e(10, 1)]);
         assert_eq!(union_sorted(&[], &b[..2]), b[..2]);
         assert!(union_sorted(&[], &[]).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The in-place sort-in gives what the two-slice union gives, on both sides of the
+        /// stack buffer's size, with repeated indices and ranks in both halves.
+        #[test]
+        fn union_in_place_is_the_union(
+            sorted in proptest::collection::btree_map(0u32..600, 1u32..8, 0..400),
+            pending in proptest::collection::vec((0u32..600, 1u32..8), 0..700),
+        ) {
+            let e = |(index, rank): (u32, u32)| index << 6 | rank;
+            let a: Vec<u32> = sorted.into_iter().map(e).collect();
+            let mut b: Vec<u32> = pending.into_iter().map(e).collect();
+            b.sort_unstable();
+            let mut v = a.clone();
+            v.extend_from_slice(&b);
+            union_in_place(&mut v, a.len());
+            proptest::prop_assert_eq!(v, union_sorted(&a, &b));
+        }
     }
 
     #[test]
