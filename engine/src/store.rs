@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::AggState;
+use crate::aggregate::{AggState, Input};
 use crate::decode::{decode_into, decode_text_into, DecodeError};
 use crate::key::{encode_key, KeyInterner, KeyValue};
 use crate::plan::JobPlan;
@@ -172,7 +172,8 @@ pub struct WindowStore {
     /// Watermark of the last eviction: windows final at it are gone.
     final_through: Option<EpochMillis>,
     key_buf: Vec<u8>,
-    include: Vec<bool>,
+    /// The current record's input to each aggregate, prepared before any is folded.
+    inputs: Vec<Input>,
     /// Minutes of the last log and event timestamps read (see [`MinuteCache`]).
     log_minute: MinuteCache,
     event_minute: MinuteCache,
@@ -290,7 +291,7 @@ impl WindowStore {
                 dead(DeadReason::GroupKey { field: field.clone(), found: slots[*slot].type_name() })
             },
         )?;
-        self.include.clear();
+        self.inputs.clear();
         for (i, a) in plan.aggregates.iter().enumerate() {
             let included = match &a.condition {
                 None => true,
@@ -301,23 +302,25 @@ impl WindowStore {
                     })
                 })?,
             };
-            if included {
-                if let Some((field, slot)) = &a.field {
-                    a.kind.check_input(&slots[*slot]).map_err(|e| {
-                        dead(DeadReason::AggregateInput {
-                            aggregate: a.name.clone(),
-                            message: format!("field `{field}`: {e}"),
-                        })
-                    })?;
+            let input = match (&a.field, included) {
+                (_, false) => Input::Skip,
+                (None, true) => {
+                    a.kind.prepare(&Value::Missing).expect("a missing value is skipped")
                 }
-            }
-            self.include.push(included);
+                (Some((field, slot)), true) => a.kind.prepare(&slots[*slot]).map_err(|e| {
+                    dead(DeadReason::AggregateInput {
+                        aggregate: a.name.clone(),
+                        message: format!("field `{field}`: {e}"),
+                    })
+                })?,
+            };
+            self.inputs.push(input);
         }
+        // One division for both walks over the record's windows.
+        let starts = plan.window.windows_of(event_time);
         if let Some(through) = self.final_through {
-            if let Some(start) = plan
-                .window
-                .windows_of(event_time)
-                .find(|&s| plan.window.is_final(s, plan.max_lateness_ms, through))
+            if let Some(start) =
+                starts.clone().find(|&s| plan.window.is_final(s, plan.max_lateness_ms, through))
             {
                 return Err(dead(DeadReason::WindowFinal { window_start: start }));
             }
@@ -328,7 +331,7 @@ impl WindowStore {
                 .map(|(_, s)| KeyValue::from_value(&slots[*s]).expect("checked by encode_key"))
                 .collect()
         });
-        for start in plan.window.windows_of(event_time) {
+        for start in starts {
             let state = match self.windows.get_mut(&(start, key_id)) {
                 Some(s) => s,
                 None => {
@@ -337,14 +340,8 @@ impl WindowStore {
                 }
             };
             state.records += 1;
-            for ((agg, plan_agg), &included) in
-                state.aggs.iter_mut().zip(&plan.aggregates).zip(&self.include)
-            {
-                if included {
-                    let value =
-                        plan_agg.field.as_ref().map_or(&Value::Missing, |(_, s)| &slots[*s]);
-                    agg.update(value).expect("input checked before folding");
-                }
+            for (agg, &input) in state.aggs.iter_mut().zip(&self.inputs) {
+                agg.apply(input);
             }
             if !state.dirty {
                 state.dirty = true;

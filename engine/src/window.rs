@@ -24,19 +24,22 @@ pub struct WindowShape {
     pub size_ms: i64,
     /// Distance between consecutive window starts; divides `size_ms`.
     pub slide_ms: i64,
+    /// Windows that contain any one instant: `size_ms / slide_ms`, divided once here rather
+    /// than for every record.
+    per_instant: i64,
 }
 
 impl WindowShape {
     /// Tumbling windows of `size_ms`.
     pub fn tumbling(size_ms: i64) -> Self {
         assert!(size_ms > 0, "window size must be positive");
-        Self { size_ms, slide_ms: size_ms }
+        Self { size_ms, slide_ms: size_ms, per_instant: 1 }
     }
 
     /// Hopping windows; `slide_ms` must divide `size_ms`.
     pub fn hopping(size_ms: i64, slide_ms: i64) -> Self {
         assert!(slide_ms > 0 && size_ms % slide_ms == 0, "slide must divide size");
-        Self { size_ms, slide_ms }
+        Self { size_ms, slide_ms, per_instant: size_ms / slide_ms }
     }
 
     /// The start of every window containing `event_time`, oldest first.
@@ -49,11 +52,10 @@ impl WindowShape {
     /// assert_eq!(WindowShape::tumbling(60_000).windows_of(-1).collect::<Vec<_>>(), vec![-60_000]);
     /// ```
     #[inline]
-    pub fn windows_of(&self, event_time: EpochMillis) -> impl Iterator<Item = EpochMillis> {
+    pub fn windows_of(&self, event_time: EpochMillis) -> impl Iterator<Item = EpochMillis> + Clone {
         let last = event_time.div_euclid(self.slide_ms) * self.slide_ms;
-        let n = self.size_ms / self.slide_ms;
         let slide = self.slide_ms;
-        (0..n).rev().map(move |k| last - k * slide)
+        (0..self.per_instant).rev().map(move |k| last - k * slide)
     }
 
     /// End (exclusive) of the window starting at `start`.

@@ -54,23 +54,56 @@ pub enum AggKind {
 }
 
 impl AggKind {
-    /// Checks, without touching any state, that [`AggState::update`] accepts `value`: the store
-    /// checks every aggregate of a record before folding any, so a record is folded whole or not
-    /// at all.
-    pub fn check_input(&self, value: &Value<'_>) -> Result<(), AggError> {
+    /// Checks that [`AggState::update`] accepts `value`, without touching any state, and reads
+    /// it into the form the state folds ([`AggState::apply`]). The store prepares every
+    /// aggregate of a record before folding any, so a record is folded whole or not at all, and
+    /// each value is read once.
+    pub fn prepare(&self, value: &Value<'_>) -> Result<Input, AggError> {
+        self.reads().read(value)
+    }
+
+    fn reads(&self) -> Reads {
         match self {
-            AggKind::Count => Ok(()),
-            AggKind::ApproxDistinct => match value {
-                Value::Composite => Err(AggError::WrongType {
-                    expected: "string, number or bool",
-                    found: value.type_name(),
-                }),
-                Value::Float(f) if !f.is_finite() => Err(non_finite()),
-                _ => Ok(()),
-            },
-            _ => number(value).map(|_| ()),
+            AggKind::Count => Reads::Nothing,
+            AggKind::ApproxDistinct => Reads::Hash,
+            _ => Reads::Number,
         }
     }
+}
+
+/// What an aggregate reads of its field's value.
+#[derive(Clone, Copy)]
+enum Reads {
+    /// Nothing: `count` counts records, nulls included.
+    Nothing,
+    /// The value's stable hash ([`distinct::hash_value`]).
+    Hash,
+    /// The value as a finite number.
+    Number,
+}
+
+impl Reads {
+    #[inline]
+    fn read(self, value: &Value<'_>) -> Result<Input, AggError> {
+        Ok(match self {
+            Reads::Nothing => Input::Record,
+            Reads::Hash => distinct::hash_value(value)?.map_or(Input::Skip, Input::Hash),
+            Reads::Number => number(value)?.map_or(Input::Skip, Input::Number),
+        })
+    }
+}
+
+/// One record's contribution to one aggregate, from [`AggKind::prepare`].
+#[derive(Clone, Copy, Debug)]
+pub enum Input {
+    /// Nothing to fold: a missing or null value, or a record the aggregate's `where` excludes.
+    Skip,
+    /// The record itself (`count`).
+    Record,
+    /// A finite number.
+    Number(Number),
+    /// A value's stable hash (`approx_distinct`).
+    Hash(u64),
 }
 
 /// A value could not be folded into an aggregate.
@@ -104,9 +137,12 @@ fn number(value: &Value<'_>) -> Result<Option<Number>, AggError> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Number {
+/// A finite number as JSON wrote it: integers stay exact.
+#[derive(Clone, Copy, Debug)]
+pub enum Number {
+    /// An integer.
     Int(i64),
+    /// A finite double.
     Float(f64),
 }
 
@@ -212,28 +248,37 @@ impl AggState {
     /// [`AggError::WrongType`] for a present value of a type the aggregate cannot use; the state
     /// is unchanged.
     pub fn update(&mut self, value: &Value<'_>) -> Result<(), AggError> {
-        if let Self::Count(n) = self {
-            *n += 1;
-            return Ok(());
-        }
-        if let Self::ApproxDistinct(sketch) = self {
-            if let Some(hash) = distinct::hash_value(value)? {
-                sketch.insert_hash(hash);
-            }
-            return Ok(());
-        }
-        let Some(number) = number(value)? else {
-            return Ok(());
+        let reads = match self {
+            Self::Count(_) => Reads::Nothing,
+            Self::ApproxDistinct(_) => Reads::Hash,
+            _ => Reads::Number,
         };
-        match (self, number) {
-            (Self::Sum(s) | Self::Avg(s), Number::Int(i)) => s.add_i64(i),
-            (Self::Sum(s) | Self::Avg(s), Number::Float(f)) => s.add_f64(f),
-            (Self::Min(e), n) => e.fold(n.as_f64(), matches!(n, Number::Int(_)), false),
-            (Self::Max(e), n) => e.fold(n.as_f64(), matches!(n, Number::Int(_)), true),
-            (Self::ApproxPercentile(sketch), n) => sketch.add(n.as_f64()),
-            (Self::Count(_) | Self::ApproxDistinct(_), _) => unreachable!("handled above"),
-        }
+        self.apply(reads.read(value)?);
         Ok(())
+    }
+
+    /// Folds in an input that [`AggKind::prepare`] read for this state's kind.
+    ///
+    /// # Panics
+    ///
+    /// If the input has another kind's form (a number for `approx_distinct`, say).
+    #[inline]
+    pub fn apply(&mut self, input: Input) {
+        match (self, input) {
+            (_, Input::Skip) => {}
+            (Self::Count(n), Input::Record) => *n += 1,
+            (Self::ApproxDistinct(sketch), Input::Hash(hash)) => sketch.insert_hash(hash),
+            (Self::Sum(s) | Self::Avg(s), Input::Number(Number::Int(i))) => s.add_i64(i),
+            (Self::Sum(s) | Self::Avg(s), Input::Number(Number::Float(f))) => s.add_f64(f),
+            (Self::Min(e), Input::Number(n)) => {
+                e.fold(n.as_f64(), matches!(n, Number::Int(_)), false)
+            }
+            (Self::Max(e), Input::Number(n)) => {
+                e.fold(n.as_f64(), matches!(n, Number::Int(_)), true)
+            }
+            (Self::ApproxPercentile(sketch), Input::Number(n)) => sketch.add(n.as_f64()),
+            (state, input) => panic!("input {input:?} was not prepared for {state:?}"),
+        }
     }
 
     /// Adds another partial state of the same aggregate (from another thread, replica or
