@@ -354,7 +354,8 @@ const STACK_PENDING: usize = 256;
 /// In place, so a sort-in allocates nothing (a new vector per sort-in was most of the
 /// allocator's time in a replay): the pending entries are copied aside, and the union is written
 /// from the back, where it never overtakes the sorted entries still to be read. Descending, the
-/// first entry of an index is the one with its largest rank; later ones are skipped.
+/// first entry of an index is the one with its largest rank; later ones are skipped. The sorted
+/// entries below every pending one are not moved at all.
 fn union_in_place(v: &mut Vec<u32>, sorted: usize) {
     let n = v.len();
     let mut stack = [0u32; STACK_PENDING];
@@ -369,21 +370,38 @@ fn union_in_place(v: &mut Vec<u32>, sorted: usize) {
     let (mut i, mut j, mut w) = (sorted, pending.len(), n);
     // Not an index (they have 25 bits), so the first entry is never skipped.
     let mut last = u32::MAX;
-    while i > 0 || j > 0 {
-        // The larger of the next two; from the pending ones once the sorted ones are done.
-        let take_sorted = j == 0 || (i > 0 && v[i - 1] > pending[j - 1]);
-        let x = if take_sorted { v[i - 1] } else { pending[j - 1] };
+    // Branch-free, as the comparisons are unpredictable: a repeat of the last index rewrites
+    // the entry already there with itself. `w >= i + j` throughout, so every write lands at or
+    // after what is still to be read.
+    let mut put = |v: &mut [u32], x: u32| {
+        let new = usize::from(x >> 6 != last >> 6);
+        w -= new;
+        v[w] = if new == 1 { x } else { v[w] };
+        last = v[w];
+    };
+    while i > 0 && j > 0 {
+        let (x, y) = (v[i - 1], pending[j - 1]);
+        let take_sorted = x > y;
         i -= usize::from(take_sorted);
         j -= usize::from(!take_sorted);
-        if x >> 6 != last >> 6 {
-            // `w - 1 >= i + j`: everything written so far was read first.
-            w -= 1;
-            v[w] = x;
-            last = x;
-        }
+        put(v, if take_sorted { x } else { y });
     }
-    v.copy_within(w..n, 0);
-    v.truncate(n - w);
+    while j > 0 {
+        j -= 1;
+        put(v, pending[j]);
+    }
+    // The sorted entries left have one entry per index, and only the first of them can repeat
+    // the last index written: the rest stay where they are, at the front.
+    let mut kept = 0;
+    if i > 0 {
+        kept = i - 1;
+        let x = v[kept];
+        put(v, x);
+    }
+    if w > kept {
+        v.copy_within(w..n, kept);
+    }
+    v.truncate(kept + n - w);
 }
 
 /// The union of two lists of entries in ascending order, which may repeat an index: in ascending
