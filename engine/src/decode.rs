@@ -898,6 +898,43 @@ mod tests {
         assert_eq!(slots[4], Value::Composite);
     }
 
+    proptest! {
+        /// Keys matched in place, at lengths on both sides of the two pattern words, with or
+        /// without whitespace before the colon, next to keys one byte longer or shorter: each
+        /// value lands in its own slot, as serde_json reads the record.
+        #[test]
+        fn keys_match_in_place_at_any_length(
+            len in 1usize..22,
+            gaps in prop::collection::vec(prop::sample::select(vec!["", " ", "\t", "\n "]), 3),
+            order in 0usize..3,
+        ) {
+            let key = "abcdefghijklmnopqrstuvwxyz"[..len].to_string();
+            let longer = format!("{key}z");
+            let shorter = key[..len - 1].to_string();
+            let mut fields = vec![
+                format!("\"{key}\"{}:\"v\"", gaps[0]),
+                format!("\"{longer}\"{}:1", gaps[1]),
+                format!("\"{shorter}\"{}:2", gaps[2]),
+            ];
+            fields.rotate_left(order);
+            // Padding at the end, so that every key is read in place.
+            let line = format!("{{{},\"pad\":\"{}\"}}", fields.join(","), "p".repeat(20));
+            let paths = [key.as_str(), longer.as_str(), shorter.as_str()];
+            let paths: Vec<&str> = paths.into_iter().filter(|p| !p.is_empty()).collect();
+            let (t, tree) = table(&paths);
+            let slots = decode(&tree, t.len(), line.as_bytes()).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+            for (i, p) in paths.iter().enumerate() {
+                let expected = match &json[*p] {
+                    serde_json::Value::String(s) => Value::Str(Cow::Owned(s.clone())),
+                    serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap()),
+                    other => panic!("unexpected {other}"),
+                };
+                prop_assert_eq!(&slots[i], &expected, "{} in {}", p, line);
+            }
+        }
+    }
+
     #[test]
     fn unescapes_strings_and_keys() {
         let (t, tree) = table(&["k\"ey", "s", "long_key_of_twenty_bytes", "u"]);
