@@ -911,7 +911,7 @@ mod tests {
             let key = "abcdefghijklmnopqrstuvwxyz"[..len].to_string();
             let longer = format!("{key}z");
             let shorter = key[..len - 1].to_string();
-            let mut fields = vec![
+            let mut fields = [
                 format!("\"{key}\"{}:\"v\"", gaps[0]),
                 format!("\"{longer}\"{}:1", gaps[1]),
                 format!("\"{shorter}\"{}:2", gaps[2]),
