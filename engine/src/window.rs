@@ -21,11 +21,11 @@ use crate::time::EpochMillis;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowShape {
     /// Length of a window.
-    pub size_ms: i64,
+    size_ms: i64,
     /// Distance between consecutive window starts; divides `size_ms`.
-    pub slide_ms: i64,
+    slide_ms: i64,
     /// Windows that contain any one instant: `size_ms / slide_ms`, divided once here rather
-    /// than for every record.
+    /// than for every record (the fields are private so that it cannot go stale).
     per_instant: i64,
 }
 
