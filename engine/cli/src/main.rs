@@ -2,6 +2,14 @@
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: on the reference 10M-record replay it measured 20% faster
+/// (medians of 5 interleaved runs, 2.84 s against 3.55 s; CPU 5.4 s against 6.4 s) with
+/// byte-identical output, at 220 MiB peak RSS instead of 181 (the target is 256). Built with
+/// `no_thp`: with transparent huge pages mimalloc spent 8.5% of the profile zeroing fresh 2 MiB
+/// pages (`clear_page_erms`) and was no faster than glibc. See the README's Performance section.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
