@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroU64;
+use std::ops::Range;
 
 use crate::fields::{FieldTable, SlotSource};
 use crate::value::Value;
@@ -102,10 +103,11 @@ impl Default for PathTree {
     }
 }
 
-/// A key's first 16 bytes as two little-endian words, with the masks that cut a word read from
-/// the record down to the key's length: two loads and compares settle a key, no `memcmp`.
+/// A byte string's first 16 bytes as two little-endian words, with the masks that cut a word
+/// read from the record down to the string's length: two loads and compares settle the usual
+/// short string, no `memcmp`.
 #[derive(Debug, Clone, Copy)]
-struct KeyPattern {
+struct Words {
     len: usize,
     head: u64,
     head_mask: u64,
@@ -113,24 +115,41 @@ struct KeyPattern {
     tail_mask: u64,
 }
 
+impl Words {
+    fn of(bytes: &[u8]) -> Self {
+        let mut buf = [0u8; 16];
+        let n = bytes.len().min(16);
+        buf[..n].copy_from_slice(&bytes[..n]);
+        let mask = |n: usize| if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+        Self {
+            len: bytes.len(),
+            head: word(&buf, 0),
+            head_mask: mask(bytes.len()),
+            tail: word(&buf, 8),
+            tail_mask: mask(bytes.len().saturating_sub(8)),
+        }
+    }
+
+    /// Whether `w0` and `w1` (16 bytes of a record) start with the string's first 16 bytes.
+    #[inline(always)]
+    fn starts(&self, w0: u64, w1: u64) -> bool {
+        w0 & self.head_mask == self.head && w1 & self.tail_mask == self.tail
+    }
+}
+
+/// A key of a [`PathTree`] node, matched against the raw bytes of a record.
+#[derive(Debug, Clone, Copy)]
+struct KeyPattern(Words);
+
 impl KeyPattern {
     fn of(key: &[u8]) -> Self {
         if key.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20) {
             // JSON can only write such a key with escapes, which the slow path reads: a
             // pattern that matches nothing.
-            return Self { len: key.len(), head: 1, head_mask: 0, tail: 0, tail_mask: 0 };
+            let never = Words { len: key.len(), head: 1, head_mask: 0, tail: 0, tail_mask: 0 };
+            return Self(never);
         }
-        let mut buf = [0u8; 16];
-        let n = key.len().min(16);
-        buf[..n].copy_from_slice(&key[..n]);
-        let mask = |n: usize| if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
-        Self {
-            len: key.len(),
-            head: word(&buf, 0),
-            head_mask: mask(key.len()),
-            tail: word(&buf, 8),
-            tail_mask: mask(key.len().saturating_sub(8)),
-        }
+        Self(Words::of(key))
     }
 }
 
@@ -168,19 +187,14 @@ impl PathTree {
         root
     }
 
-    /// The child whose key is the JSON string starting at `b[start..]` (just after its opening
-    /// quote), with the index of the closing quote, matched on the raw bytes. Patterns are
-    /// tried from `guess` on (records of one source repeat their key order, so the key after
-    /// the last one matched comes first), and `guess` moves past the match. `None` means the
-    /// string has to be scanned: it is no child, or one written with escapes, or too close to
-    /// the end of the line to read two words.
+    /// The index of the child whose key is the JSON string starting at `b[start..]` (just after
+    /// its opening quote), with the index of the closing quote, matched on the raw bytes.
+    /// Patterns are tried from `guess` on (records of one source repeat their key order, so the
+    /// key after the last one matched comes first), and `guess` moves past the match. `None`
+    /// means the string has to be scanned: it is no child, or one written with escapes, or too
+    /// close to the end of the line to read two words.
     #[inline]
-    fn child_in_place(
-        &self,
-        b: &[u8],
-        start: usize,
-        guess: &mut usize,
-    ) -> Option<(&PathTree, usize)> {
+    fn child_in_place(&self, b: &[u8], start: usize, guess: &mut usize) -> Option<(usize, usize)> {
         let n = self.patterns.len();
         if start + 16 > b.len() || n == 0 {
             return None;
@@ -191,14 +205,14 @@ impl PathTree {
             if i >= n {
                 i = 0;
             }
-            let p = &self.patterns[i];
-            if w0 & p.head_mask == p.head && w1 & p.tail_mask == p.tail {
+            let KeyPattern(p) = &self.patterns[i];
+            if p.starts(w0, w1) {
                 let end = start + p.len;
                 if b.get(end) == Some(&b'"')
                     && (p.len <= 16 || b[start + 16..end] == self.children[i].0.as_bytes()[16..])
                 {
                     *guess = i + 1;
-                    return Some((&self.children[i].1, end));
+                    return Some((i, end));
                 }
             }
             i += 1;
@@ -206,9 +220,9 @@ impl PathTree {
         None
     }
 
-    /// The child whose key is `key`.
-    fn child(&self, key: &[u8]) -> Option<&PathTree> {
-        self.children.iter().find(|(k, _)| k.as_bytes() == key).map(|(_, c)| c)
+    /// The index of the child whose key is `key`.
+    fn child(&self, key: &[u8]) -> Option<usize> {
+        self.children.iter().position(|(k, _)| k.as_bytes() == key)
     }
 
     /// Stores `v` in the node's slots, if it has any.
@@ -224,17 +238,15 @@ impl PathTree {
 }
 
 /// Decodes `line` into `slots` (resized to `n_slots`, every slot reset to `Missing` first).
+///
+/// Stateless; a caller decoding many records of one source should keep a [`RecordDecoder`].
 pub fn decode_into<'de>(
     tree: &PathTree,
     line: &'de [u8],
     slots: &mut Vec<Value<'de>>,
     n_slots: usize,
 ) -> Result<(), DecodeError> {
-    // Checked once for the whole line, so strings are sliced out of `text` without another
-    // check, and invalid UTF-8 is refused wherever it is.
-    let text = std::str::from_utf8(line)
-        .map_err(|e| Fail::new(Syntax::InvalidUtf8, e.valid_up_to()).into_error(line))?;
-    decode_text_into(tree, text, slots, n_slots)
+    decode_text_into(tree, utf8(line)?, slots, n_slots)
 }
 
 /// [`decode_into`] for a line already known to be UTF-8 (a file replay checks a whole chunk
@@ -245,14 +257,172 @@ pub fn decode_text_into<'de>(
     slots: &mut Vec<Value<'de>>,
     n_slots: usize,
 ) -> Result<(), DecodeError> {
+    reset(slots, n_slots);
+    Scanner::new(text).record(tree, slots, &mut NoLog).map_err(|f| f.into_error(text.as_bytes()))
+}
+
+/// The line as text: checked once for the whole line, so strings are sliced out of it without
+/// another check, and invalid UTF-8 is refused wherever it is.
+fn utf8(line: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(line)
+        .map_err(|e| Fail::new(Syntax::InvalidUtf8, e.valid_up_to()).into_error(line))
+}
+
+/// Resizes `slots` to `n_slots`, every slot `Missing`.
+fn reset(slots: &mut Vec<Value<'_>>, n_slots: usize) {
     slots.truncate(n_slots);
     slots.iter_mut().for_each(|slot| *slot = Value::Missing);
     if slots.len() < n_slots {
         slots.resize(n_slots, Value::Missing);
     }
-    let line = text.as_bytes();
-    let mut scanner = Scanner { text, b: line, pos: 0 };
-    scanner.record(tree, slots).map_err(|f| f.into_error(line))
+}
+
+/// Decodes the records of one source, reading each along the layout of the one before.
+///
+/// Records of one source are written by one serializer, so they nearly always repeat the same
+/// members in the same order with the same spacing: `{"event_time":` then a value, then
+/// `,"logged_time":` and so on. The decoder keeps those leads (the raw bytes from the end of one
+/// value up to the next value, key and punctuation included) and reads a record by comparing
+/// each lead as two words, instead of tokenizing the punctuation and matching the key; the
+/// values are read and validated exactly as [`decode_into`] reads them. A record whose bytes
+/// leave the layout is read again from the start by the general path, which also learns its
+/// layout for the records after it. The result, error or not, is always what [`decode_into`]
+/// gives: a lead that matches byte for byte is parsed into the same tokens, keys included.
+///
+/// A source whose layouts keep changing would pay for failed attempts; after each consecutive
+/// miss the decoder waits twice as many records (up to [`MAX_LAYOUT_BACKOFF`]) before trying a
+/// layout again.
+#[derive(Debug, Default, Clone)]
+pub struct RecordDecoder {
+    /// The members of the last record the general path read; empty if none was an object.
+    layout: Vec<LayoutMember>,
+    /// The general path's log of members, turned into `layout`.
+    log: Vec<(Range<usize>, Option<usize>)>,
+    /// Consecutive records that left the layout.
+    misses: u32,
+    /// Records still to read by the general path before the layout is tried again.
+    backoff: u32,
+    /// Records read along the layout.
+    layout_reads: u64,
+}
+
+/// Most records a [`RecordDecoder`] reads by the general path after consecutive misses.
+pub const MAX_LAYOUT_BACKOFF: u32 = 1024;
+
+impl RecordDecoder {
+    /// A decoder that has seen no record yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records were read along the layout of the records before.
+    pub fn layout_reads(&self) -> u64 {
+        self.layout_reads
+    }
+
+    /// [`decode_into`], along the layout of the records before.
+    pub fn decode_into<'de>(
+        &mut self,
+        tree: &PathTree,
+        line: &'de [u8],
+        slots: &mut Vec<Value<'de>>,
+        n_slots: usize,
+    ) -> Result<(), DecodeError> {
+        self.decode_text_into(tree, utf8(line)?, slots, n_slots)
+    }
+
+    /// [`decode_text_into`], along the layout of the records before.
+    pub fn decode_text_into<'de>(
+        &mut self,
+        tree: &PathTree,
+        text: &'de str,
+        slots: &mut Vec<Value<'de>>,
+        n_slots: usize,
+    ) -> Result<(), DecodeError> {
+        reset(slots, n_slots);
+        let tried = !self.layout.is_empty() && self.backoff == 0;
+        if tried {
+            if let Ok(true) = Scanner::new(text).record_in_layout(tree, slots, &self.layout) {
+                self.misses = 0;
+                self.layout_reads += 1;
+                return Ok(());
+            }
+            reset(slots, n_slots);
+            self.misses += 1;
+            self.backoff = (1 << (self.misses - 1).min(10)) - 1;
+        } else if self.backoff > 0 {
+            self.backoff -= 1;
+            return decode_text_into(tree, text, slots, n_slots);
+        }
+        self.log.clear();
+        let decoded = Scanner::new(text).record(tree, slots, &mut self.log);
+        if decoded.is_ok() && !self.log.is_empty() {
+            let line = text.as_bytes();
+            self.layout.clear();
+            self.layout.extend(self.log.iter().map(|(lead, child)| LayoutMember {
+                lead: Literal::of(&line[lead.clone()]),
+                child: child.unwrap_or(NO_CHILD),
+            }));
+        }
+        decoded.map_err(|f| f.into_error(text.as_bytes()))
+    }
+}
+
+/// One member of a [`RecordDecoder`]'s layout.
+#[derive(Debug, Clone)]
+struct LayoutMember {
+    /// The bytes from the end of the value before (or from the start of the line) through the
+    /// `:` after the key.
+    lead: Literal,
+    /// The root's child the key names, or [`NO_CHILD`] for a member nobody reads.
+    child: usize,
+}
+
+/// [`LayoutMember::child`] of a member nobody reads.
+const NO_CHILD: usize = usize::MAX;
+
+/// A byte string compared against a record in place.
+#[derive(Debug, Clone)]
+struct Literal {
+    words: Words,
+    bytes: Box<[u8]>,
+}
+
+impl Literal {
+    fn of(bytes: &[u8]) -> Self {
+        Self { words: Words::of(bytes), bytes: bytes.into() }
+    }
+
+    /// Whether `b[at..]` starts with the literal.
+    #[inline(always)]
+    fn matches_at(&self, b: &[u8], at: usize) -> bool {
+        let len = self.words.len;
+        if at + 16 <= b.len() && len <= 16 {
+            self.words.starts(word(b, at), word(b, at + 8))
+        } else {
+            b.get(at..at + len) == Some(&self.bytes)
+        }
+    }
+}
+
+/// Where the general path tells the members of an object it read: the range of the bytes that
+/// lead to each value, and the child its key names.
+trait MemberLog {
+    fn member(&mut self, lead: Range<usize>, child: Option<usize>);
+}
+
+/// Logs nothing (every object but a [`RecordDecoder`]'s top level).
+struct NoLog;
+
+impl MemberLog for NoLog {
+    #[inline(always)]
+    fn member(&mut self, _: Range<usize>, _: Option<usize>) {}
+}
+
+impl MemberLog for Vec<(Range<usize>, Option<usize>)> {
+    fn member(&mut self, lead: Range<usize>, child: Option<usize>) {
+        self.push((lead, child));
+    }
 }
 
 /// What went wrong inside the scanner: a [`Syntax`] code and a byte position packed in one
@@ -371,6 +541,12 @@ struct Scanner<'de> {
     pos: usize,
 }
 
+impl<'de> Scanner<'de> {
+    fn new(text: &'de str) -> Self {
+        Self { text, b: text.as_bytes(), pos: 0 }
+    }
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
@@ -430,9 +606,14 @@ impl<'de> Scanner<'de> {
         }
     }
 
-    fn record(&mut self, tree: &PathTree, slots: &mut [Value<'de>]) -> Result<(), Fail> {
+    fn record(
+        &mut self,
+        tree: &PathTree,
+        slots: &mut [Value<'de>],
+        log: &mut impl MemberLog,
+    ) -> Result<(), Fail> {
         match self.expect_token()? {
-            b'{' => self.object(tree, slots, 1)?,
+            b'{' => self.object(tree, slots, 1, log)?,
             // Valid JSON that is not an object is `NotAnObject`; anything else (a log line that
             // starts with a number, say `2024-01-01 WARN ...`) is malformed JSON.
             b'[' => {
@@ -449,6 +630,50 @@ impl<'de> Scanner<'de> {
         self.end()
     }
 
+    /// A record read along `layout` (see [`RecordDecoder`]): each member's lead compared as
+    /// raw bytes, then its value read as [`Self::object`] reads it. `Ok(false)` as soon as the
+    /// record's bytes leave the layout; the slots then hold a partial record and the caller
+    /// reads it again from the start. An error is the error [`Self::record`] would give.
+    fn record_in_layout(
+        &mut self,
+        tree: &PathTree,
+        slots: &mut [Value<'de>],
+        layout: &[LayoutMember],
+    ) -> Result<bool, Fail> {
+        tree.put(slots, Value::Composite);
+        for member in layout {
+            if !member.lead.matches_at(self.b, self.pos) {
+                return Ok(false);
+            }
+            self.pos += member.lead.words.len;
+            let Some((_, child)) = tree.children.get(member.child) else {
+                self.skip(1)?;
+                continue;
+            };
+            // Strings and numbers right after the colon, read here as `value` reads them,
+            // without its dispatch and call: they are what records of a source are made of.
+            let v = match self.b.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    Value::Str(self.string()?)
+                }
+                Some(&c @ (b'-' | b'0'..=b'9')) => {
+                    self.pos += 1;
+                    self.number(c)?
+                }
+                _ => {
+                    self.value(child, slots, 1)?;
+                    continue;
+                }
+            };
+            child.put(slots, v);
+        }
+        if self.next_token() != Some(b'}') {
+            return Ok(false);
+        }
+        self.end().map(|()| true)
+    }
+
     /// Only whitespace may follow the top-level value.
     fn end(&mut self) -> Result<(), Fail> {
         match self.next_token() {
@@ -457,12 +682,14 @@ impl<'de> Scanner<'de> {
         }
     }
 
-    /// An object whose `{` (at nesting `depth`) was just consumed, read into `node`'s paths.
+    /// An object whose `{` (at nesting `depth`) was just consumed, read into `node`'s paths;
+    /// its members are told to `log`.
     fn object(
         &mut self,
         node: &PathTree,
         slots: &mut [Value<'de>],
         depth: usize,
+        log: &mut impl MemberLog,
     ) -> Result<(), Fail> {
         node.put(slots, Value::Composite);
         let mut c = self.expect_token()?;
@@ -470,6 +697,7 @@ impl<'de> Scanner<'de> {
             return Ok(());
         }
         let mut guess = 0;
+        let mut lead_start = 0;
         loop {
             if c != b'"' {
                 return self.fail(Syntax::ExpectedKeyOrEnd, self.pos - 1);
@@ -489,10 +717,12 @@ impl<'de> Scanner<'de> {
             if self.expect_token()? != b':' {
                 return self.fail(Syntax::ExpectedColon, self.pos - 1);
             }
+            log.member(lead_start..self.pos, child);
             match child {
-                Some(child) => self.value(child, slots, depth)?,
+                Some(child) => self.value(&node.children[child].1, slots, depth)?,
                 None => self.skip(depth)?,
             }
+            lead_start = self.pos;
             match self.expect_token()? {
                 b',' => {
                     c = self.expect_token()?;
@@ -516,7 +746,9 @@ impl<'de> Scanner<'de> {
     ) -> Result<(), Fail> {
         let v = match self.expect_token()? {
             b'{' | b'[' if depth >= MAX_DEPTH => return self.fail(Syntax::TooDeep, self.pos - 1),
-            b'{' if !node.children.is_empty() => return self.object(node, slots, depth + 1),
+            b'{' if !node.children.is_empty() => {
+                return self.object(node, slots, depth + 1, &mut NoLog);
+            }
             b'{' => {
                 self.skip_object(depth + 1)?;
                 Value::Composite
@@ -1020,6 +1252,111 @@ mod tests {
         let mut slots = Vec::new();
         decode_into(&tree, br#"{"m":7}"#, &mut slots, t.len()).unwrap();
         assert_eq!(slots, vec![Value::Missing, Value::Int(7)]);
+    }
+
+    /// Values for the members of [`layout_record`]: plain and escaped strings, numbers,
+    /// literals, nested values, whitespace before a value, and malformed ones.
+    const LAYOUT_VALUES: [&str; 18] = [
+        r#""plain""#,
+        r#""esc\"aped\u00e9""#,
+        r#""""#,
+        "0",
+        "-12.5e3",
+        "123456789012345678901",
+        "true",
+        "null",
+        r#"{"x":[1,{"y":2}],"z":"q"}"#,
+        "[]",
+        " 7",
+        "\t\"t\"",
+        "01",
+        r#""ctl\u{1}""#,
+        "tru",
+        r#""unterminated"#,
+        "1.",
+        "{\"x\":}",
+    ];
+
+    /// A record of the members `a`, `m`, `skip`, `s` in the given order, with the given values
+    /// and the given spacing after each comma.
+    fn layout_record(order: &[usize], values: &[usize], gaps: &[&str]) -> String {
+        let keys = ["a", "m", "skip", "s"];
+        let members: Vec<String> = order
+            .iter()
+            .zip(values)
+            .zip(gaps)
+            .map(|((&k, &v), gap)| format!("{gap}\"{}\":{}", keys[k], LAYOUT_VALUES[v]))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    proptest! {
+        /// A decoder that reads records along the layout of the ones before gives, record by
+        /// record, exactly what the stateless decoder gives: the same slots, or the same error.
+        #[test]
+        fn reading_along_a_layout_equals_reading_from_scratch(
+            records in prop::collection::vec(
+                (
+                    prop::sample::select(vec![vec![0, 1, 2, 3], vec![0, 1, 2, 3], vec![3, 2, 1, 0], vec![0, 2], vec![0, 1, 2, 3, 0]]),
+                    prop::collection::vec(0..LAYOUT_VALUES.len(), 5),
+                    prop::collection::vec(prop::sample::select(vec!["", "", "", " ", "\n"]), 5),
+                    prop::sample::select(vec!["", "", " ", "x", "}"]),
+                ),
+                1..40,
+            ),
+        ) {
+            let (t, tree) = table(&["a", "m.x", "m.z", "s"]);
+            let mut decoder = RecordDecoder::new();
+            for (order, values, gaps, tail) in &records {
+                let line = format!("{}{tail}", layout_record(order, values, gaps));
+                let mut slots = Vec::new();
+                let ours = decoder
+                    .decode_into(&tree, line.as_bytes(), &mut slots, t.len())
+                    .map(|()| slots)
+                    .map_err(|e| e.to_string());
+                prop_assert_eq!(ours, decode(&tree, t.len(), line.as_bytes()), "{}", line);
+            }
+        }
+    }
+
+    #[test]
+    fn records_of_one_layout_are_read_along_it() {
+        let (t, tree) = table(&["a", "m.x", "s"]);
+        let mut decoder = RecordDecoder::new();
+        for i in 0..100 {
+            let mut slots = Vec::new();
+            let line = format!(r#"{{"a":"v{i}","m":{{"x":{i}}},"skip":[{i}],"s":{i}.5}}"#);
+            decoder.decode_into(&tree, line.as_bytes(), &mut slots, t.len()).unwrap();
+            assert_eq!(slots[0], Value::Str(format!("v{i}").into()));
+            assert_eq!(slots[1], Value::Int(i));
+            assert_eq!(slots[2], Value::Float(i as f64 + 0.5));
+        }
+        // The first record teaches the layout; every other is read along it.
+        assert_eq!(decoder.layout_reads(), 99);
+        // A record that leaves the layout is read from scratch, and teaches its own.
+        let other = br#"{"s":1,"a":"x"}"#;
+        let mut slots = Vec::new();
+        decoder.decode_into(&tree, other, &mut slots, t.len()).unwrap();
+        assert_eq!((slots[0].clone(), slots[2].clone()), (Value::Str("x".into()), Value::Int(1)));
+        decoder.decode_into(&tree, other, &mut slots, t.len()).unwrap();
+        assert_eq!(decoder.layout_reads(), 100);
+    }
+
+    #[test]
+    fn a_source_whose_layout_keeps_changing_backs_off() {
+        let (t, tree) = table(&["a"]);
+        let mut decoder = RecordDecoder::new();
+        // Every record has a key the one before did not have: every attempt misses.
+        for i in 0..5000 {
+            let mut slots = Vec::new();
+            let line = format!(r#"{{"k{i}":1,"a":{i}}}"#);
+            decoder.decode_into(&tree, line.as_bytes(), &mut slots, t.len()).unwrap();
+            assert_eq!(slots[0], Value::Int(i));
+        }
+        assert_eq!(decoder.layout_reads(), 0);
+        // Attempts after 1, 2, 4, ... records read from scratch, then every 1024: about a dozen
+        // attempts, not 5000.
+        assert!(decoder.misses <= 16, "{} attempts", decoder.misses);
     }
 
     /// How the serde-driven sonic-rs decoder this scanner replaced typed a number.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{AggState, Input};
-use crate::decode::{decode_into, decode_text_into, DecodeError};
+use crate::decode::{DecodeError, RecordDecoder};
 use crate::key::{encode_key, KeyInterner, KeyValue};
 use crate::plan::JobPlan;
 use crate::time::{EpochMillis, MinuteCache};
@@ -174,6 +174,8 @@ pub struct WindowStore {
     key_buf: Vec<u8>,
     /// The current record's input to each aggregate, prepared before any is folded.
     inputs: Vec<Input>,
+    /// Reads records along the layout of the ones before (see [`RecordDecoder`]).
+    decoder: RecordDecoder,
     /// Minutes of the last log and event timestamps read (see [`MinuteCache`]).
     log_minute: MinuteCache,
     event_minute: MinuteCache,
@@ -197,7 +199,7 @@ impl WindowStore {
         source_log_time: Option<EpochMillis>,
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
-        let decoded = decode_into(&plan.paths, line, slots, plan.slot_count());
+        let decoded = self.decoder.decode_into(&plan.paths, line, slots, plan.slot_count());
         let evaluated = self.evaluate(plan, decoded, source_log_time, slots);
         self.counted(evaluated)
     }
@@ -210,7 +212,7 @@ impl WindowStore {
         source_log_time: Option<EpochMillis>,
         slots: &mut Vec<Value<'d>>,
     ) -> (Outcome, Option<EpochMillis>) {
-        let decoded = decode_text_into(&plan.paths, line, slots, plan.slot_count());
+        let decoded = self.decoder.decode_text_into(&plan.paths, line, slots, plan.slot_count());
         let evaluated = self.evaluate(plan, decoded, source_log_time, slots);
         self.counted(evaluated)
     }
