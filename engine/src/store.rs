@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{AggState, Input};
 use crate::decode::{DecodeError, RecordDecoder};
-use crate::key::{encode_key, KeyInterner, KeyValue};
+use crate::key::{KeyInterner, KeyValue};
 use crate::plan::JobPlan;
 use crate::time::{EpochMillis, MinuteCache};
 use crate::value::Value;
@@ -171,7 +171,6 @@ pub struct WindowStore {
     dirty: Vec<WindowKey>,
     /// Watermark of the last eviction: windows final at it are gone.
     final_through: Option<EpochMillis>,
-    key_buf: Vec<u8>,
     /// The current record's input to each aggregate, prepared before any is folded.
     inputs: Vec<Input>,
     /// Reads records along the layout of the ones before (see [`RecordDecoder`]).
@@ -287,12 +286,11 @@ impl WindowStore {
                 return Ok(Outcome::Filtered);
             }
         }
-        encode_key(plan.group_by.iter().map(|(_, s)| &slots[*s]), &mut self.key_buf).map_err(
-            |i| {
-                let (field, slot) = &plan.group_by[i];
-                dead(DeadReason::GroupKey { field: field.clone(), found: slots[*slot].type_name() })
-            },
-        )?;
+        let group_key = || plan.group_by.iter().map(|(_, s)| &slots[*s]);
+        let key_hash = KeyInterner::hash(group_key()).map_err(|i| {
+            let (field, slot) = &plan.group_by[i];
+            dead(DeadReason::GroupKey { field: field.clone(), found: slots[*slot].type_name() })
+        })?;
         self.inputs.clear();
         for (i, a) in plan.aggregates.iter().enumerate() {
             let included = match &a.condition {
@@ -327,12 +325,7 @@ impl WindowStore {
                 return Err(dead(DeadReason::WindowFinal { window_start: start }));
             }
         }
-        let key_id = self.keys.intern(&self.key_buf, || {
-            plan.group_by
-                .iter()
-                .map(|(_, s)| KeyValue::from_value(&slots[*s]).expect("checked by encode_key"))
-                .collect()
-        });
+        let key_id = self.keys.intern(key_hash, group_key());
         for start in starts {
             let state = match self.windows.get_mut(&(start, key_id)) {
                 Some(s) => s,
@@ -409,10 +402,9 @@ impl WindowStore {
 
     /// Merges a window (from another worker or a snapshot) into this store.
     pub fn merge_entry(&mut self, plan: &JobPlan, entry: WindowEntry) {
-        let mut buf = Vec::new();
         let values: Vec<Value<'_>> = entry.key.iter().map(key_to_value).collect();
-        encode_key(values.iter(), &mut buf).expect("stored keys are scalars");
-        let id = self.keys.intern(&buf, || entry.key.clone());
+        let hash = KeyInterner::hash(&values).expect("stored keys are scalars");
+        let id = self.keys.intern(hash, &values);
         match self.windows.get_mut(&(entry.start, id)) {
             Some(s) => s.merge(&entry.state),
             None => {
