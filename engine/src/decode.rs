@@ -995,6 +995,9 @@ impl<'de> Scanner<'de> {
     /// A number whose first byte `first` (`-` or a digit) was just consumed.
     #[inline]
     fn number(&mut self, first: u8) -> Result<Value<'de>, Fail> {
+        if let Some(v) = self.plain_number(first) {
+            return Ok(v);
+        }
         let b = self.b;
         let start = self.pos - 1;
         let negative = first == b'-';
@@ -1087,6 +1090,45 @@ impl<'de> Scanner<'de> {
         // As sonic-rs did: a negative number written with only zero digits (`-0.0`, `-0e5`)
         // reads as `0.0`, one that underflows (`-1e-400`) as `-0.0`.
         Ok(Value::Float(if negative && !zero_digits { -magnitude } else { magnitude }))
+    }
+
+    /// The common case of [`Self::number`] in one short loop: a positive number without
+    /// exponent, `[1-9][0-9]*(\.[0-9]+)?`, of at most 15 significant digits (so the
+    /// significand is an exact double). `None` leaves the position alone for the general path.
+    /// The result is the general path's: an `Int`, or one correctly rounded division.
+    #[inline(always)]
+    fn plain_number(&mut self, first: u8) -> Option<Value<'de>> {
+        const MAX_DIGITS: usize = 15;
+        let b = self.b;
+        if !matches!(first, b'1'..=b'9') {
+            return None;
+        }
+        let mut mantissa = u64::from(first - b'0');
+        let mut i = self.pos;
+        // Positions, not digits: the first digit is behind `self.pos`, the point takes one.
+        let end = b.len().min(self.pos + MAX_DIGITS - 1);
+        while i < end && b[i].is_ascii_digit() {
+            mantissa = mantissa * 10 + u64::from(b[i] - b'0');
+            i += 1;
+        }
+        let int_end = i;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let end = b.len().min(self.pos + MAX_DIGITS);
+            while i < end && b[i].is_ascii_digit() {
+                mantissa = mantissa * 10 + u64::from(b[i] - b'0');
+                i += 1;
+            }
+        }
+        // More digits than read, an exponent, or a `.` without digits: the general path.
+        if matches!(b.get(i), Some(b'0'..=b'9' | b'e' | b'E' | b'.')) || i == int_end + 1 {
+            return None;
+        }
+        self.pos = i;
+        Some(match i - int_end {
+            0 => Value::Int(mantissa as i64),
+            point_and_digits => Value::Float(mantissa as f64 / POW10[point_and_digits - 1]),
+        })
     }
 
     #[cold]
@@ -1384,6 +1426,46 @@ mod tests {
                 let exp = exp.map(|(e, n)| format!("{e}{n}")).unwrap_or_default();
                 format!("{sign}{int}{frac}{exp}")
             })
+    }
+
+    #[test]
+    fn plain_numbers_at_the_edges_of_the_short_loop_read_as_sonic_rs_read_them() {
+        let (t, tree) = table(&["n"]);
+        let texts = [
+            "7",
+            "945.39",
+            "945.10",
+            "123456789012345",
+            "1234567890123456",
+            "9007199254740993",
+            "12345678901234.5",
+            "1234567890123.45",
+            "123456789012345.5",
+            "1.000000000000001",
+            "1.0000000000000001",
+            "99999999999999999999",
+            "1e5",
+            "1.5e3",
+            "1.5E-3",
+            "10",
+            "1.",
+            "1.e5",
+            "1..5",
+            "1.5.",
+            "2.0",
+        ];
+        for text in texts {
+            for tail in ["}", ",\"x\":1}"] {
+                let line = format!(r#"{{"n":{text}{tail}"#);
+                let ours = decode(&tree, t.len(), line.as_bytes()).ok().map(|s| s[0].clone());
+                let theirs = as_sonic_read_it(text);
+                let same = match (&ours, &theirs) {
+                    (Some(Value::Float(a)), Some(Value::Float(b))) => a.to_bits() == b.to_bits(),
+                    (a, b) => a == b,
+                };
+                assert!(same, "{text}: {ours:?} vs {theirs:?}");
+            }
+        }
     }
 
     proptest! {
