@@ -3,7 +3,8 @@
 //! Compares full-document parsers (serde_json, sonic-rs `Value`), sonic-rs `get_many` (which
 //! stops once every path is found, so it validates less), serde_json and sonic-rs deserializing
 //! into a struct written for the reference record (the fastest a general parser gets, but only
-//! for one fixed schema), and our [`decode_into`]; then
+//! for one fixed schema), and our [`decode_into`] and [`RecordDecoder`] (which reads each
+//! record along the member layout of the one before); then
 //! chrono's RFC 3339 parser against [`parse_rfc3339`] on the records' `event_time` strings,
 //! and [`parse_rfc3339_cached`] reading them in record order as a worker does.
 //!
@@ -20,7 +21,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use kappa_engine::decode::decode_into;
+use kappa_engine::decode::{decode_into, RecordDecoder};
 use kappa_engine::gen::{GenConfig, LogGenerator};
 use kappa_engine::time::{parse_rfc3339, parse_rfc3339_cached, MinuteCache};
 use kappa_engine::value::Value;
@@ -97,6 +98,14 @@ fn main() {
         lines
             .iter()
             .filter(|l| decode_into(&plan.paths, l, &mut slots, plan.slot_count()).is_ok())
+            .count()
+    });
+    let mut slots: Vec<Value<'_>> = Vec::new();
+    let mut decoder = RecordDecoder::new();
+    table.row("kappa RecordDecoder (along the layout)", lines.len(), || {
+        lines
+            .iter()
+            .filter(|l| decoder.decode_into(&plan.paths, l, &mut slots, plan.slot_count()).is_ok())
             .count()
     });
 

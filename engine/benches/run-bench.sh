@@ -2,11 +2,15 @@
 # The engine benchmark protocol (issue: engine core). Generates the reference workload
 # (default 10M records, ~1.87 GB), then on the same file and in the same run:
 #   - `kappa run` with the reference job, 2 threads: wall time, records/s, peak RSS;
-#   - DuckDB (pip) with the same filter, lateness rule, windows and aggregates, 2 and 1 threads.
-# Medians of 3. Usage: engine/benches/run-bench.sh [RECORDS]
+#   - DuckDB (pip) with the same filter, lateness rule, windows and aggregates, 2 threads,
+#     each DuckDB run right after a `kappa run`, so that both see the same machine (its speed
+#     drifts by 2x within minutes here): the ratio of each pair is the figure to compare;
+#   - DuckDB at 1 thread.
+# Medians of ROUNDS (default 3). Usage: engine/benches/run-bench.sh [RECORDS [ROUNDS]]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 records=${1:-10000000}
+rounds=${2:-3}
 dir=${KAPPA_BENCH_DIR:-target/bench-data}
 mkdir -p "$dir"
 cargo build --release -q -p kappa-cli
@@ -17,20 +21,32 @@ if [ ! -f "$data/part-0.ndjson" ]; then
 fi
 file="$data/part-0.ndjson"
 cat "$file" >/dev/null  # page cache, as the peer figures assume
-
-median() { sort -n | sed -n 2p; }
-
-echo "== kappa run (reference job, 2 threads)"
-for i in 1 2 3; do
-  /usr/bin/time -f "%e %M" -o "$dir/time.$i" "$kappa" run -f crds/fixtures/valid/tx-stats.yaml \
-    --input "$file" --output /dev/null --threads 2 2>"$dir/run.$i.log"
-done
-secs=$(for i in 1 2 3; do cut -d' ' -f1 "$dir/time.$i"; done | median)
-rss=$(for i in 1 2 3; do cut -d' ' -f2 "$dir/time.$i"; done | sort -n | tail -1)
-tail -n 1 "$dir/run.1.log"
-echo "kappa: median ${secs}s, $(python3 -c "print(f'{$records/$secs/1e6:.2f}')") M records/s, peak RSS $((rss / 1024)) MiB"
-
-echo "== DuckDB (same file, same query)"
 python3 -m venv "$dir/venv" >/dev/null 2>&1 || true
 "$dir/venv/bin/pip" install -q "duckdb==2.0.0" >/dev/null
-"$dir/venv/bin/python" engine/benches/duckdb_reference.py "$file" "$records"
+duckdb() { "$dir/venv/bin/python" engine/benches/duckdb_reference.py "$file" "$records" "$@"; }
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+rate() { python3 -c "print(f'{$records / $1 / 1e6:.2f}')"; }
+
+echo "== kappa run (reference job, 2 threads) interleaved with DuckDB (same query, 2 threads)"
+: >"$dir/pairs"
+for i in $(seq 1 "$rounds"); do
+  /usr/bin/time -f "%e %M" -o "$dir/time.$i" "$kappa" run -f crds/fixtures/valid/tx-stats.yaml \
+    --input "$file" --output /dev/null --threads 2 2>"$dir/run.$i.log"
+  k=$(cut -d' ' -f1 "$dir/time.$i")
+  d=$(duckdb 2 1)
+  echo "$k $d" >>"$dir/pairs"
+  echo "round $i: kappa ${k}s, duckdb ${d}s, kappa/duckdb $(python3 -c "print(f'{$k / $d:.2f}')")"
+done
+tail -n 1 "$dir/run.1.log"
+secs=$(cut -d' ' -f1 "$dir/pairs" | median)
+dsecs=$(cut -d' ' -f2 "$dir/pairs" | median)
+ratio=$(awk '{ print $1 / $2 }' "$dir/pairs" | median)
+rss=$(for i in $(seq 1 "$rounds"); do cut -d' ' -f2 "$dir/time.$i"; done | sort -n | tail -1)
+echo "kappa: median ${secs}s, $(rate "$secs") M records/s, peak RSS $((rss / 1024)) MiB"
+echo "duckdb 2 threads: median ${dsecs}s, $(rate "$dsecs") M records/s"
+echo "kappa's time / DuckDB's time, median of the pairs: $ratio (the aim: at most 0.5)"
+
+echo "== DuckDB, 1 thread"
+d1=$(duckdb 1 "$rounds" | median)
+echo "duckdb 1 thread: median ${d1}s, $(rate "$d1") M records/s"
