@@ -311,7 +311,8 @@ pub struct RecordDecoder {
     layout_reads: u64,
 }
 
-/// Most records a [`RecordDecoder`] reads by the general path after consecutive misses.
+/// Most records a [`RecordDecoder`] reads by the general path after consecutive misses, the
+/// missed one included.
 pub const MAX_LAYOUT_BACKOFF: u32 = 1024;
 
 impl RecordDecoder {
@@ -354,7 +355,7 @@ impl RecordDecoder {
             }
             reset(slots, n_slots);
             self.misses += 1;
-            self.backoff = (1 << (self.misses - 1).min(10)) - 1;
+            self.backoff = (1u32 << (self.misses - 1).min(31)).min(MAX_LAYOUT_BACKOFF) - 1;
         } else if self.backoff > 0 {
             self.backoff -= 1;
             return decode_text_into(tree, text, slots, n_slots);

@@ -167,7 +167,6 @@ impl Counters {
 pub struct WindowStore {
     keys: KeyInterner,
     windows: OpenWindows,
-    by_start: BTreeMap<EpochMillis, Vec<u32>>,
     dirty: Vec<WindowKey>,
     /// Watermark of the last eviction: windows final at it are gone.
     final_through: Option<EpochMillis>,
@@ -327,11 +326,7 @@ impl WindowStore {
         }
         let key_id = self.keys.intern(key_hash, group_key());
         for start in starts {
-            let (state, created) =
-                self.windows.get_or_insert((start, key_id), || WindowState::new(plan));
-            if created {
-                self.by_start.entry(start).or_default().push(key_id);
-            }
+            let state = self.windows.get_or_insert((start, key_id), || WindowState::new(plan));
             state.records += 1;
             for (agg, &input) in state.aggs.iter_mut().zip(&self.inputs) {
                 agg.apply(input);
@@ -348,11 +343,11 @@ impl WindowStore {
     pub fn take_final(&mut self, plan: &JobPlan, watermark: EpochMillis) -> Vec<WindowEntry> {
         self.final_through = Some(self.final_through.map_or(watermark, |t| t.max(watermark)));
         let mut out = Vec::new();
-        while let Some((&start, _)) = self.by_start.first_key_value() {
+        while let Some((&start, _)) = self.windows.by_start.first_key_value() {
             if !plan.window.is_final(start, plan.max_lateness_ms, watermark) {
                 break;
             }
-            let (_, key_ids) = self.by_start.pop_first().expect("non-empty");
+            let (_, key_ids) = self.windows.by_start.pop_first().expect("non-empty");
             for id in key_ids {
                 if let Some(state) = self.windows.remove(&(start, id)) {
                     out.push(WindowEntry { start, key: self.keys.key(id).into(), state });
@@ -389,7 +384,6 @@ impl WindowStore {
 
     /// Removes every open window.
     pub fn drain(&mut self) -> Vec<WindowEntry> {
-        self.by_start.clear();
         self.dirty.clear();
         let keys = &self.keys;
         self.windows
@@ -404,18 +398,11 @@ impl WindowStore {
         let values: Vec<Value<'_>> = entry.key.iter().map(key_to_value).collect();
         let hash = KeyInterner::hash(&values).expect("stored keys are scalars");
         let id = self.keys.intern(hash, &values);
-        let (state, created) =
-            self.windows.get_or_insert((entry.start, id), || WindowState::new(plan));
+        let state = self.windows.get_or_insert((entry.start, id), || WindowState::new(plan));
         state.merge(&entry.state);
-        if created {
-            self.by_start.entry(entry.start).or_default().push(id);
-        }
-        if entry.state.dirty {
-            let state = self.windows.get_mut(&(entry.start, id)).expect("inserted above");
-            if !state.dirty {
-                state.dirty = true;
-                self.dirty.push((entry.start, id));
-            }
+        if entry.state.dirty && !state.dirty {
+            state.dirty = true;
+            self.dirty.push((entry.start, id));
         }
     }
 
@@ -449,6 +436,8 @@ impl WindowStore {
 /// 65k in a 10M-record replay) are mostly out of cache.
 #[derive(Debug, Default)]
 struct OpenWindows {
+    /// The keys with a window open at each start, for eviction in start order.
+    by_start: BTreeMap<EpochMillis, Vec<u32>>,
     index: hashbrown::HashMap<WindowKey, u32>,
     states: Vec<(WindowKey, WindowState)>,
     /// By key id: the start and index in `states` of the window the key touched last, if it
@@ -457,33 +446,34 @@ struct OpenWindows {
 }
 
 impl OpenWindows {
-    /// The state of window `wk`, made by `new` if it is not open; `true` if it was made.
+    /// The state of window `wk`, opened with the state `new` makes if it is not open.
     #[inline]
     fn get_or_insert(
         &mut self,
         wk: WindowKey,
         new: impl FnOnce() -> WindowState,
-    ) -> (&mut WindowState, bool) {
+    ) -> &mut WindowState {
         let (start, id) = (wk.0, wk.1 as usize);
         if let Some(&Some((recent, i))) = self.recent.get(id) {
             if recent == start {
-                return (&mut self.states[i as usize].1, false);
+                return &mut self.states[i as usize].1;
             }
         }
-        let (i, created) = match self.index.get(&wk) {
-            Some(&i) => (i, false),
+        let i = match self.index.get(&wk) {
+            Some(&i) => i,
             None => {
                 let i = u32::try_from(self.states.len()).expect("fewer than 2^32 open windows");
                 self.states.push((wk, new()));
                 self.index.insert(wk, i);
-                (i, true)
+                self.by_start.entry(start).or_default().push(wk.1);
+                i
             }
         };
         if self.recent.len() <= id {
             self.recent.resize(id + 1, None);
         }
         self.recent[id] = Some((start, i));
-        (&mut self.states[i as usize].1, created)
+        &mut self.states[i as usize].1
     }
 
     fn get_mut(&mut self, wk: &WindowKey) -> Option<&mut WindowState> {
@@ -515,6 +505,7 @@ impl OpenWindows {
 
     /// Closes every window.
     fn drain(&mut self) -> Vec<(WindowKey, WindowState)> {
+        self.by_start.clear();
         self.index.clear();
         self.recent.clear();
         std::mem::take(&mut self.states)
@@ -554,9 +545,11 @@ mod tests {
             for (fold, start, key) in ops {
                 let wk = (start * 60_000, key);
                 if fold {
-                    let (s, created) = windows.get_or_insert(wk, || state(0));
-                    prop_assert_eq!(created, !model.contains_key(&wk));
+                    let opened = windows.by_start.values().map(Vec::len).sum::<usize>();
+                    let s = windows.get_or_insert(wk, || state(0));
                     s.records += 1;
+                    let now = windows.by_start.values().map(Vec::len).sum::<usize>();
+                    prop_assert_eq!(now - opened, usize::from(!model.contains_key(&wk)));
                     *model.entry(wk).or_default() += 1;
                 } else {
                     let removed = windows.remove(&wk).map(|s| s.records);
