@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod cel;
 pub mod decode;
+pub mod delivery;
 pub mod fields;
 pub mod gen;
 pub mod key;

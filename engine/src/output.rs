@@ -12,7 +12,7 @@ use crate::store::WindowEntry;
 use crate::time::{format_rfc3339_millis, EpochMillis};
 
 /// One output document.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowDoc {
     /// Deterministic document id.
     pub id: String,

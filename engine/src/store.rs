@@ -4,7 +4,7 @@
 //! A record is folded whole or not at all: every check that can refuse it (decoding, lateness,
 //! filter, group key, aggregate inputs, window finality) runs before the first state changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,9 +88,9 @@ pub struct WindowState {
     pub records: u64,
     /// One state per aggregate, in plan order.
     pub aggs: Box<[AggState]>,
-    /// Changed since the last [`WindowStore::take_changed`]: kept in snapshots, so a window
-    /// folded during replay (when only final windows are written) is still written after a
-    /// restore.
+    /// Changed since it was last taken by [`WindowStore::take_changed`]: kept in snapshots, so
+    /// a window folded during replay (when only final windows are written), or not yet taken
+    /// because the sink had no room, is still written after a restore.
     dirty: bool,
 }
 
@@ -167,7 +167,11 @@ impl Counters {
 pub struct WindowStore {
     keys: KeyInterner,
     windows: OpenWindows,
-    dirty: Vec<WindowKey>,
+    /// Changed windows in the order they first changed since they were last taken: the oldest
+    /// change is written first. Entries of windows evicted since are stale and skipped.
+    dirty: VecDeque<WindowKey>,
+    /// Open windows whose `dirty` flag is set (the live entries of `dirty`).
+    dirty_windows: usize,
     /// Watermark of the last eviction: windows final at it are gone.
     final_through: Option<EpochMillis>,
     /// The current record's input to each aggregate, prepared before any is folded.
@@ -333,7 +337,8 @@ impl WindowStore {
             }
             if !state.dirty {
                 state.dirty = true;
-                self.dirty.push((start, key_id));
+                self.dirty.push_back((start, key_id));
+                self.dirty_windows += 1;
             }
         }
         Ok(Outcome::Folded)
@@ -350,27 +355,63 @@ impl WindowStore {
             let (_, key_ids) = self.windows.by_start.pop_first().expect("non-empty");
             for id in key_ids {
                 if let Some(state) = self.windows.remove(&(start, id)) {
+                    self.dirty_windows -= usize::from(state.dirty);
                     out.push(WindowEntry { start, key: self.keys.key(id).into(), state });
                 }
             }
         }
+        self.compact_dirty();
         out
     }
 
-    /// Returns a copy of every window changed since the last call (still open ones).
-    pub fn take_changed(&mut self) -> Vec<WindowEntry> {
-        let mut out = Vec::with_capacity(self.dirty.len());
-        for wk in std::mem::take(&mut self.dirty) {
-            if let Some(state) = self.windows.get_mut(&wk) {
-                state.dirty = false;
-                out.push(WindowEntry {
-                    start: wk.0,
-                    key: self.keys.key(wk.1).into(),
-                    state: state.clone(),
-                });
-            }
+    /// Returns a copy of up to `limit` windows changed since they were last taken (still open
+    /// ones), those that changed first first, and clears their changed mark. The others stay
+    /// marked (and so in snapshots) for a later call.
+    pub fn take_changed(&mut self, limit: usize) -> Vec<WindowEntry> {
+        let mut out = Vec::with_capacity(limit.min(self.dirty_windows));
+        while out.len() < limit {
+            let Some(wk) = self.dirty.pop_front() else { break };
+            // A stale entry: the window was evicted (or taken through an older entry).
+            let Some(state) = self.windows.get_mut(&wk).filter(|s| s.dirty) else { continue };
+            state.dirty = false;
+            self.dirty_windows -= 1;
+            out.push(WindowEntry {
+                start: wk.0,
+                key: self.keys.key(wk.1).into(),
+                state: state.clone(),
+            });
+        }
+        if self.dirty_windows == 0 {
+            self.dirty.clear();
         }
         out
+    }
+
+    /// Clears every changed mark without copying the windows (append mode writes only final
+    /// windows, so changes are never written).
+    pub fn clear_changed(&mut self) {
+        for wk in self.dirty.drain(..) {
+            if let Some(state) = self.windows.get_mut(&wk) {
+                state.dirty = false;
+            }
+        }
+        self.dirty_windows = 0;
+    }
+
+    /// Open windows changed since they were last taken: the documents still to build.
+    pub fn changed_windows(&self) -> usize {
+        self.dirty_windows
+    }
+
+    /// Drops stale entries from the changed list once they outnumber the live ones, so a long
+    /// replay (which takes only final windows) keeps it as small as the changed windows.
+    fn compact_dirty(&mut self) {
+        const SLACK: usize = 4096;
+        if self.dirty.len() <= 2 * self.dirty_windows + SLACK {
+            return;
+        }
+        let windows = &mut self.windows;
+        self.dirty.retain(|wk| windows.get_mut(wk).is_some_and(|s| s.dirty));
     }
 
     /// Every open window (copied), in no particular order.
@@ -385,6 +426,7 @@ impl WindowStore {
     /// Removes every open window.
     pub fn drain(&mut self) -> Vec<WindowEntry> {
         self.dirty.clear();
+        self.dirty_windows = 0;
         let keys = &self.keys;
         self.windows
             .drain()
@@ -402,7 +444,8 @@ impl WindowStore {
         state.merge(&entry.state);
         if entry.state.dirty && !state.dirty {
             state.dirty = true;
-            self.dirty.push((entry.start, id));
+            self.dirty.push_back((entry.start, id));
+            self.dirty_windows += 1;
         }
     }
 

@@ -75,6 +75,9 @@ struct Case {
     /// Positions (in delivery order) at which the processor flushes / snapshots and restores.
     flush_at: BTreeSet<usize>,
     restore_at: BTreeSet<usize>,
+    /// Drives the simulated sink of [`run_with_slow_sink`]: when it stages, batches,
+    /// acknowledges, and which unacknowledged writes land before a crash.
+    sink_seed: u64,
 }
 
 fn job_yaml(lateness_ms: i64, (size, slide): (i64, i64)) -> String {
@@ -177,6 +180,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         (1..2_048usize, 1..8_192usize),
         prop::collection::btree_set(0..200usize, 0..6),
         prop::collection::btree_set(0..200usize, 0..4),
+        any::<u64>(),
     )
         .prop_map(
             |(
@@ -188,6 +192,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 (chunk_bytes, stripe_bytes),
                 flush_at,
                 restore_at,
+                sink_seed,
             )| {
                 let mut remaining: Vec<usize> = partitions.iter().map(Vec::len).collect();
                 let mut schedule = Vec::new();
@@ -212,6 +217,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     stripe_bytes,
                     flush_at,
                     restore_at,
+                    sink_seed,
                 }
             },
         )
@@ -428,6 +434,138 @@ fn run_processor(
     (docs, processor.counters())
 }
 
+/// An index as Elasticsearch keeps it under `version_type=external_gte`: a write with a lower
+/// version than the stored one is refused.
+type Index = HashMap<String, (u64, Json)>;
+
+fn index_write(index: &mut Index, docs: &[kappa_engine::output::WindowDoc]) {
+    for d in docs {
+        if index.get(&d.id).is_some_and(|(stored, _)| *stored > d.version) {
+            continue;
+        }
+        index.insert(d.id.clone(), (d.version, serde_json::from_str(&d.body).unwrap()));
+    }
+}
+
+/// What a reader of `index` sees, keyed like the reference.
+fn index_documents(index: &Index) -> HashMap<(String, String, String), Json> {
+    index.values().map(|(_, d)| (key_of(d), d.clone())).collect()
+}
+
+/// The delivered positions' promise: every record below them has its effect in the index. For
+/// each window of the batch result over those records, the index's document counts at least
+/// as many records.
+fn assert_delivered_is_in_index(case: &Case, delivered: &BTreeMap<u32, i64>, index: &Index) {
+    let mut prefix = case.clone();
+    for (p, lines) in prefix.partitions.iter_mut().enumerate() {
+        let below = delivered.get(&(p as u32)).copied().unwrap_or(0).max(0) as usize;
+        lines.truncate(below);
+    }
+    let docs = index_documents(index);
+    for (key, (e, _)) in reference(&prefix).docs {
+        let n = docs.get(&key).and_then(|d| d["n"].as_u64()).unwrap_or(0);
+        assert!(n >= e.n, "delivered {delivered:?}, but {key:?} holds {n} of {} records", e.n);
+    }
+}
+
+/// A small deterministic stream of choices (xorshift).
+struct Choices(u64);
+
+impl Choices {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// The engine service's delivery, against a simulated sink that writes late and loses what
+/// is in flight when the process crashes. After each record the script may stage documents
+/// (with room for none: the replay phase, or for a few), hand a batch to the sink, let the
+/// sink write and acknowledge the oldest batch, take a checkpoint (a snapshot, without waiting
+/// for the sink; also at `flush_at`) or crash (also at `restore_at`): some unacknowledged
+/// batches still land in the index, the rest are lost, and the engine resumes from the last
+/// checkpoint and re-reads every partition from there. Returns what a reader of the index sees at the end.
+fn run_with_slow_sink(case: &Case) -> HashMap<(String, String, String), Json> {
+    let plan = plan_for(case);
+    let fresh = || {
+        let mut p = Processor::new(Arc::clone(&plan));
+        for i in 0..case.partitions.len() {
+            p.assign(i as u32);
+        }
+        p
+    };
+    let consumed = |next: &[usize]| -> BTreeMap<u32, i64> {
+        next.iter().enumerate().map(|(p, &n)| (p as u32, n as i64)).collect()
+    };
+    let mut choices = Choices(case.sink_seed | 1);
+    let mut processor = fresh();
+    let mut index = Index::new();
+    let mut sent: Vec<kappa_engine::delivery::Batch> = Vec::new();
+    let mut checkpoint: Option<Vec<u8>> = None;
+    let mut next = vec![0usize; case.partitions.len()];
+    for (i, &p) in case.schedule.iter().enumerate() {
+        let line = case.partitions[p][next[p]].text();
+        processor.process(p as u32, next[p] as i64, None, line.as_bytes()).expect("new offset");
+        next[p] += 1;
+        match choices.below(10) {
+            0..=2 => {
+                let room = [0, 1, 3, usize::MAX][choices.below(4) as usize];
+                processor.stage(room, &consumed(&next));
+            }
+            3 | 4 => sent.extend(processor.next_batch(1 + choices.below(4) as usize, usize::MAX)),
+            5 | 6 if !sent.is_empty() => {
+                let batch = sent.remove(0);
+                index_write(&mut index, &batch.docs);
+                assert!(processor.acknowledge(batch.id));
+                assert_delivered_is_in_index(case, processor.delivered(), &index);
+            }
+            _ => {}
+        }
+        if case.flush_at.contains(&i) || choices.below(10) == 0 {
+            checkpoint = Some(processor.snapshot_bytes());
+        }
+        if case.restore_at.contains(&i) || choices.below(20) == 0 {
+            for batch in sent.drain(..) {
+                if choices.below(2) == 0 {
+                    index_write(&mut index, &batch.docs);
+                }
+            }
+            processor = match &checkpoint {
+                Some(bytes) => Processor::restore_bytes(Arc::clone(&plan), bytes).unwrap(),
+                None => fresh(),
+            };
+            assert_delivered_is_in_index(case, processor.delivered(), &index);
+            // Re-read each partition from the checkpoint's position up to where the crashed
+            // process was (a new interleaving: partition by partition).
+            for (p, &upto) in next.iter().enumerate() {
+                let from = processor.positions().get(&(p as u32)).copied().unwrap_or(0) as usize;
+                for offset in from..upto {
+                    let line = case.partitions[p][offset].text();
+                    processor.process(p as u32, offset as i64, None, line.as_bytes());
+                }
+            }
+        }
+    }
+    for p in 0..case.partitions.len() {
+        processor.mark_ended(p as u32);
+    }
+    processor.stage(usize::MAX, &consumed(&next));
+    for batch in sent.drain(..) {
+        index_write(&mut index, &batch.docs);
+        processor.acknowledge(batch.id);
+    }
+    while let Some(batch) = processor.next_batch(1 + choices.below(8) as usize, usize::MAX) {
+        index_write(&mut index, &batch.docs);
+        processor.acknowledge(batch.id);
+    }
+    assert_eq!(processor.backlog(), 0);
+    assert_eq!(processor.delivered(), &consumed(&next), "everything read is delivered");
+    assert_delivered_is_in_index(case, processor.delivered(), &index);
+    index_documents(&index)
+}
+
 fn run_files(
     case: &Case,
 ) -> (HashMap<(String, String, String), Json>, kappa_engine::store::Counters, usize) {
@@ -484,6 +622,13 @@ proptest! {
         prop_assert_eq!(counters.late, reference.late);
         prop_assert_eq!(counters.dead, reference.dead);
         prop_assert_eq!(counters.filtered, reference.filtered);
+    }
+
+    #[test]
+    fn streaming_into_a_slow_sink_with_crashes_equals_batch(case in case_strategy()) {
+        let reference = reference(&case);
+        let docs = run_with_slow_sink(&case);
+        check(&case, &reference, &docs, "slow sink");
     }
 
     #[test]
