@@ -47,13 +47,19 @@ pub struct EngineConfig {
     pub dead_letter_topic: Option<String>,
     /// The sink.
     pub sink: SinkChoice,
-    /// Exit with success once the lag is 0 right after a checkpoint (bounded replays, backfills).
+    /// On SIGTERM, after the first final checkpoint: how long to go on writing documents not
+    /// yet acknowledged (and, when live, changed windows) before exiting. The checkpoint comes
+    /// first, so whatever the drain does not finish is written by the next run; the operator's
+    /// pods get 60 s to stop.
+    pub shutdown_drain: Duration,
+    /// Exit with success once the lag is 0 and every document is acknowledged by the sink,
+    /// after a final checkpoint (bounded replays, backfills).
     pub until_caught_up: bool,
 }
 
 impl EngineConfig {
     /// Defaults for a job: status on `0.0.0.0:8080`, checkpoints in Kafka every 10 s, flushes
-    /// every second, the job's Elasticsearch index.
+    /// every second, the job's Elasticsearch index, 30 s to drain on SIGTERM.
     pub fn new(job: StreamJob) -> Self {
         Self {
             job,
@@ -63,6 +69,7 @@ impl EngineConfig {
             flush_interval: Duration::from_secs(1),
             dead_letter_topic: None,
             sink: SinkChoice::Elasticsearch,
+            shutdown_drain: Duration::from_secs(30),
             until_caught_up: false,
         }
     }

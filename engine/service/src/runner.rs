@@ -1,21 +1,29 @@
 //! The engine loop of one job version: Kafka → processor → sink, with checkpoints.
 //!
-//! Order of a checkpoint (design §3.6): flush the sink (every document up to now is written),
-//! flush the dead-letter producer, save the snapshot (offsets + windows) durably, then commit the
-//! offsets to the consumer group. A crash anywhere in between resumes from the previous
-//! checkpoint and re-derives the same documents with the same versions, which external
+//! Documents go to the sink in the background ([`SinkWriter`]), one bulk-sized batch at a time,
+//! while the loop goes on reading. The processor keeps what is not yet acknowledged
+//! ([`kappa_engine::delivery`]): changed windows not yet turned into documents stay marked in
+//! the store, documents handed out stay in the delivery until their batch is acknowledged.
+//!
+//! Order of a checkpoint (design §3.6): flush the dead-letter producer, save the snapshot
+//! (offsets, windows, and the documents not yet acknowledged) durably, then commit the offsets
+//! to the consumer group. It does not wait for the sink, so its duration depends neither on
+//! the backlog of documents to write nor on a slow cluster. A crash anywhere resumes from the
+//! previous checkpoint and writes what it held again, with the same versions, which external
 //! versioning turns into no-ops: the index sees each record's effect exactly once.
 //!
 //! Phases: while the version is far behind the head (lag above `spec.promotion.maxLag`) it is
 //! *replaying* and writes only windows that became final, so each document is written about
-//! once; once near the head it is *live* and writes changed windows every flush (1 s).
+//! once; once near the head it is *live* and writes changed windows every flush (1 s). The
+//! switch leaves every open window to write: that backlog is written at the sink's pace, oldest
+//! change first, and `/status` reports it until the index has caught up.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kappa_engine::output::WindowDoc;
+use kappa_engine::delivery::Positions as DeliveredPositions;
 use kappa_engine::store::Outcome;
 use kappa_engine::time::format_rfc3339_millis;
 use kappa_engine::{JobPlan, Processor};
@@ -24,11 +32,13 @@ use rdkafka::message::{Message, Timestamp};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::{CheckpointLocation, EngineConfig};
 use crate::dead_letter::{DeadLetter, DeadLetterProducer};
-use crate::sink::Sink;
+use crate::sink::writer::{SinkWriter, Written};
+use crate::sink::{BatchLimits, Sink};
 use crate::source::kafka::{KafkaSource, Polled, Positions};
 use crate::source::monitor::TopicMonitor;
 use crate::status::{
-    CheckpointStatus, EngineStatus, PartitionStatus, Phase, RecordCounts, StatusBoard,
+    Backlog, CheckpointStatus, EngineStatus, PartitionStatus, Phase, RecordCounts,
+    RestoredCheckpoint, StatusBoard,
 };
 use crate::EngineError;
 
@@ -38,6 +48,19 @@ const TICK: Duration = Duration::from_millis(250);
 const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
 /// Records handled between clock checks in the hot loop.
 const RECORDS_PER_CLOCK_CHECK: u32 = 1024;
+/// Batches written at once. One: a window's newer document then never overtakes an older one
+/// with the same version (only the `final` flag differs), and the sink's own retries keep
+/// their order. The loop reads on while it is written, so the two overlap anyway.
+const BATCHES_IN_FLIGHT: usize = 1;
+/// Live changed windows are turned into documents only while fewer than this many batches of
+/// documents wait for the sink: the rest stay marked in the store (compact, and in snapshots as
+/// marks) instead of piling up as documents.
+const STAGED_BATCHES: usize = 2;
+/// Reading pauses while this many batches of documents wait for the sink (final windows of a
+/// fast replay into a slow cluster), so memory stays bounded; checkpoints and status go on.
+const PAUSE_AT_BATCHES: usize = 4;
+/// How long a paused loop waits for the sink before it looks at its clocks again.
+const PAUSED_WAIT: Duration = Duration::from_millis(50);
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +97,11 @@ struct Engine {
     source: KafkaSource,
     monitor: TopicMonitor,
     dead_letters: DeadLetterProducer,
-    sink: Sink,
+    sink: Arc<Sink>,
+    writer: SinkWriter,
+    limits: BatchLimits,
     store: Box<dyn CheckpointStore>,
     board: Arc<StatusBoard>,
-    runtime: tokio::runtime::Handle,
     phase: Phase,
     next_seq: u64,
     /// The position each partition was assigned at (start-up or when it was added): where a
@@ -87,6 +111,7 @@ struct Engine {
     /// record, e.g. transaction markers, still count as consumed).
     reached: BTreeMap<u32, i64>,
     last_checkpoint: Option<CheckpointStatus>,
+    restored: Option<RestoredCheckpoint>,
     documents_out: u64,
     sink_conflicts: u64,
     sink_rejected: u64,
@@ -161,6 +186,7 @@ impl Engine {
         let latest = store.load_latest()?;
         let source = KafkaSource::new(&client, &kafka.topic, &group)?;
         let partitions = source.partitions()?;
+        let mut restored = None;
         let (processor, positions, next_seq) = match latest {
             Some(cp) => {
                 let processor = Processor::restore_bytes(Arc::clone(&plan), &cp.snapshot)
@@ -175,7 +201,19 @@ impl Engine {
                         kappa_crds::StartFrom::Position(kappa_crds::StartPosition::Earliest);
                     positions.extend(source.start_positions(&added, &earliest)?);
                 }
-                tracing::info!(seq = cp.seq, store = %store.describe(), "resumed from checkpoint");
+                let backlog = processor.backlog();
+                tracing::info!(
+                    seq = cp.seq,
+                    store = %store.describe(),
+                    backlog,
+                    "resumed from checkpoint"
+                );
+                restored = Some(RestoredCheckpoint {
+                    seq: cp.seq,
+                    taken_at: rfc3339(cp.taken_at_ms),
+                    undelivered_documents: processor.delivery().outstanding() as u64,
+                    unstaged_windows: processor.unstaged() as u64,
+                });
                 (processor, positions, cp.seq + 1)
             }
             None => {
@@ -199,11 +237,13 @@ impl Engine {
             config.job_name(),
             &config.job.spec.version,
         )?;
-        let sink = Sink::new(&config, &plan)?;
+        let sink = Arc::new(Sink::new(&config, &plan)?);
         if let Some(health) = sink.health_probe() {
             board.watch_sink(health);
         }
         runtime.block_on(sink.prepare())?;
+        let writer = SinkWriter::new(Arc::clone(&sink), runtime.clone());
+        let limits = writer.limits();
         source.assign(&positions)?;
         let assigned = positions;
         board.set_ready(true);
@@ -214,14 +254,16 @@ impl Engine {
             monitor,
             dead_letters,
             sink,
+            writer,
+            limits,
             store,
             board,
-            runtime,
             phase: Phase::Replaying,
             next_seq,
             assigned,
             reached: BTreeMap::new(),
             last_checkpoint: None,
+            restored,
             documents_out: 0,
             sink_conflicts: 0,
             sink_rejected: 0,
@@ -242,52 +284,65 @@ impl Engine {
         let mut next_checkpoint = Instant::now() + self.config.checkpoint_interval;
         let mut since_clock = 0u32;
         loop {
-            match self.source.poll(Duration::from_millis(50))? {
-                Polled::Record(m) => {
-                    let partition = m.partition() as u32;
-                    let offset = m.offset();
-                    let log_time = match m.timestamp() {
-                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
-                        Timestamp::NotAvailable => None,
-                    };
-                    let payload = m.payload().unwrap_or(&[]);
-                    if let Some(Outcome::Dead(reason)) =
-                        self.processor.process(partition, offset, log_time, payload)
-                    {
-                        self.board.metrics.dead_letters.with_label_values(&[reason.code()]).inc();
-                        self.dead_letters.send(&DeadLetter {
-                            source_topic: self.source.topic(),
-                            partition,
-                            offset,
-                            payload,
-                            reason_code: reason.code(),
-                            detail: &reason.to_string(),
-                            log_time_ms: log_time,
-                        })?;
+            let paused =
+                self.processor.delivery().outstanding() >= PAUSE_AT_BATCHES * self.limits.max_docs;
+            if paused {
+                // The sink is behind: wait for it rather than read more.
+                self.collect_written(PAUSED_WAIT)?;
+            } else {
+                match self.source.poll(Duration::from_millis(50))? {
+                    Polled::Record(m) => {
+                        let partition = m.partition() as u32;
+                        let offset = m.offset();
+                        let log_time = match m.timestamp() {
+                            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                            Timestamp::NotAvailable => None,
+                        };
+                        let payload = m.payload().unwrap_or(&[]);
+                        if let Some(Outcome::Dead(reason)) =
+                            self.processor.process(partition, offset, log_time, payload)
+                        {
+                            let code = reason.code();
+                            self.board.metrics.dead_letters.with_label_values(&[code]).inc();
+                            self.dead_letters.send(&DeadLetter {
+                                source_topic: self.source.topic(),
+                                partition,
+                                offset,
+                                payload,
+                                reason_code: code,
+                                detail: &reason.to_string(),
+                                log_time_ms: log_time,
+                            })?;
+                        }
+                        since_clock += 1;
+                        if since_clock < RECORDS_PER_CLOCK_CHECK {
+                            continue;
+                        }
                     }
-                    since_clock += 1;
-                    if since_clock < RECORDS_PER_CLOCK_CHECK {
-                        continue;
+                    Polled::EndOfPartition(p) => {
+                        self.processor.mark_idle(p);
+                        if let Some(next) = self.processor.positions().get(&p) {
+                            let e = self.reached.entry(p).or_insert(*next);
+                            *e = (*e).max(*next);
+                        }
+                        if self.caught_up_at.is_none() && self.total_lag() == 0 {
+                            self.caught_up_at = Some(Instant::now());
+                        }
                     }
+                    Polled::Nothing => {}
                 }
-                Polled::EndOfPartition(p) => {
-                    self.processor.mark_idle(p);
-                    if let Some(next) = self.processor.positions().get(&p) {
-                        let e = self.reached.entry(p).or_insert(*next);
-                        *e = (*e).max(*next);
-                    }
-                    if self.caught_up_at.is_none() && self.total_lag() == 0 {
-                        self.caught_up_at = Some(Instant::now());
-                    }
-                }
-                Polled::Nothing => {}
             }
             since_clock = 0;
+            self.collect_written(Duration::ZERO)?;
             let now = Instant::now();
             if shutdown.load(Ordering::Relaxed) {
                 tracing::info!("shutdown requested: taking a final checkpoint");
+                let live = self.phase == Phase::Live;
                 self.set_phase(Phase::Stopping);
                 self.checkpoint()?;
+                if self.drain(live)? {
+                    self.checkpoint()?;
+                }
                 self.publish();
                 return Ok(RunEnd::Shutdown);
             }
@@ -298,18 +353,26 @@ impl Engine {
                 next_tick = now + TICK;
             }
             if now >= next_flush {
-                self.flush()?;
+                self.stage();
                 next_flush = Instant::now() + self.config.flush_interval;
+            } else if self.phase == Phase::Live
+                && self.processor.unstaged() > 0
+                && self.processor.delivery().queued() == 0
+            {
+                // Writing a backlog: keep the sink busy instead of waiting for the next flush.
+                self.stage();
             }
+            self.feed_sink();
             if now >= next_checkpoint {
                 self.checkpoint()?;
                 self.publish();
                 next_checkpoint = Instant::now() + self.config.checkpoint_interval;
-                if self.config.until_caught_up && self.phase == Phase::Live && self.total_lag() == 0
-                {
-                    tracing::info!("caught up with the head after a checkpoint: exiting");
-                    return Ok(RunEnd::CaughtUp);
-                }
+            }
+            if self.config.until_caught_up && self.index_caught_up() {
+                tracing::info!("every record up to the head is in the index: exiting");
+                self.checkpoint()?;
+                self.publish();
+                return Ok(RunEnd::CaughtUp);
             }
         }
     }
@@ -344,12 +407,15 @@ impl Engine {
     fn lags(&self) -> Vec<PartitionStatus> {
         let view = self.monitor.view();
         let positions = self.processor.positions();
+        let delivered = self.processor.delivered();
         view.watermarks
             .iter()
             .map(|(&p, w)| {
                 // A partition with no processed record yet is at its assigned start.
-                let next = positions.get(&p).or(self.assigned.get(&p)).copied().unwrap_or(w.low);
+                let start = self.assigned.get(&p).copied().unwrap_or(w.low);
+                let next = positions.get(&p).copied().unwrap_or(start);
                 let reached = self.reached.get(&p).copied().unwrap_or(next).max(next);
+                let indexed = delivered.get(&p).copied().unwrap_or(start).min(next);
                 let log_time = self
                     .processor
                     .progress()
@@ -361,6 +427,8 @@ impl Engine {
                     processed_offset: next - 1,
                     high_watermark: w.high,
                     lag: (w.high - reached).max(0),
+                    indexed_offset: indexed - 1,
+                    index_lag: (w.high - indexed).max(0),
                     log_time,
                 }
             })
@@ -369,6 +437,21 @@ impl Engine {
 
     fn total_lag(&self) -> i64 {
         self.lags().iter().map(|p| p.lag).sum()
+    }
+
+    /// Whether every record up to the head is read and its documents acknowledged.
+    fn index_caught_up(&self) -> bool {
+        self.phase == Phase::Live
+            && self.processor.backlog() == 0
+            && self.lags().iter().all(|p| p.lag == 0 && p.index_lag == 0)
+    }
+
+    /// Where every partition is read up to: the next offset, or the assigned start of a
+    /// partition without records yet.
+    fn consumed(&self) -> DeliveredPositions {
+        let mut consumed = self.assigned.clone();
+        consumed.extend(self.processor.positions().iter().map(|(&p, &o)| (p, o)));
+        consumed
     }
 
     fn update_phase(&mut self) {
@@ -390,25 +473,84 @@ impl Engine {
         }
     }
 
-    /// Writes what this phase writes: final windows while replaying, changed ones when live.
-    fn flush(&mut self) -> Result<(), EngineError> {
-        let docs = match self.phase {
-            Phase::Replaying => self.processor.flush_final(),
-            _ => self.processor.flush(),
-        };
-        self.write(docs)
+    /// Turns windows into documents for the sink: final ones always; changed ones only when
+    /// live, as many as fit under [`STAGED_BATCHES`] (the rest stay marked in the store).
+    fn stage(&mut self) {
+        self.stage_changed(self.phase == Phase::Live);
     }
 
-    fn write(&mut self, docs: Vec<WindowDoc>) -> Result<(), EngineError> {
-        if docs.is_empty() {
-            return Ok(());
+    fn stage_changed(&mut self, live: bool) {
+        let room = if live {
+            (STAGED_BATCHES * self.limits.max_docs)
+                .saturating_sub(self.processor.delivery().outstanding())
+        } else {
+            0
+        };
+        let consumed = self.consumed();
+        self.processor.stage(room, &consumed);
+    }
+
+    /// After the shutdown checkpoint: writes what is still to write (when `live`, changed
+    /// windows too; a replay leaves open windows for its next run) for at most
+    /// `shutdown_drain`, reading nothing more. Returns whether everything was written.
+    fn drain(&mut self, live: bool) -> Result<bool, EngineError> {
+        let deadline = Instant::now() + self.config.shutdown_drain;
+        let mut next_publish = Instant::now();
+        loop {
+            self.stage_changed(live);
+            self.feed_sink();
+            let left = self.processor.delivery().outstanding()
+                + if live { self.processor.unstaged() } else { 0 };
+            if left == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(
+                    left,
+                    "shutdown drain time is over: the checkpoint holds the rest for the next run"
+                );
+                return Ok(false);
+            }
+            self.collect_written(PAUSED_WAIT)?;
+            if Instant::now() >= next_publish {
+                self.publish();
+                next_publish = Instant::now() + TICK;
+            }
         }
-        let started = Instant::now();
-        let report = self.runtime.block_on(self.sink.write(&docs))?;
-        self.board.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Hands staged documents to the sink, one bulk-sized batch at a time.
+    fn feed_sink(&mut self) {
+        while self.processor.delivery().batches_in_flight() < BATCHES_IN_FLIGHT {
+            let Some(batch) =
+                self.processor.next_batch(self.limits.max_docs, self.limits.max_bytes)
+            else {
+                break;
+            };
+            self.writer.send(batch);
+        }
+    }
+
+    /// Takes in the batches the sink finished (waiting at most `wait` for the first), and
+    /// hands it the next ones. A write that spent its retry budget stops the engine: it
+    /// resumes from its checkpoint when restarted.
+    fn collect_written(&mut self, wait: Duration) -> Result<(), EngineError> {
+        let mut next = self.writer.written(wait);
+        while let Some(written) = next {
+            self.record_written(written)?;
+            next = self.writer.written(Duration::ZERO);
+        }
+        self.feed_sink();
+        Ok(())
+    }
+
+    fn record_written(&mut self, written: Written) -> Result<(), EngineError> {
+        let Written { batch, result, elapsed } = written;
+        let report = result?;
+        self.board.metrics.flush_duration.observe(elapsed.as_secs_f64());
         self.documents_out += report.written as u64;
         self.sink_conflicts += report.conflicts as u64;
-        self.sink_retries += report.retries as u64;
+        self.sink_retries += u64::from(report.retries);
         self.board.metrics.documents_written.inc_by(report.written as u64);
         self.board.metrics.sink_conflicts.inc_by(report.conflicts as u64);
         for rejected in &report.rejected {
@@ -416,7 +558,8 @@ impl Engine {
             // with the server's reason: never silently dropped.
             self.sink_rejected += 1;
             self.board.metrics.sink_rejected.inc();
-            let body = docs.iter().find(|d| d.id == rejected.id).map_or("", |d| d.body.as_str());
+            let body =
+                batch.docs.iter().find(|d| d.id == rejected.id).map_or("", |d| d.body.as_str());
             let detail = format!(
                 "index {} refused document {}: {} ({})",
                 self.config.index(),
@@ -426,12 +569,17 @@ impl Engine {
             );
             self.dead_letters.send_rejected(&rejected.id, body.as_bytes(), &detail)?;
         }
+        self.processor.acknowledge(batch.id);
         Ok(())
     }
 
+    /// Stores a checkpoint without waiting for the sink: documents not yet acknowledged are
+    /// part of the snapshot.
     fn checkpoint(&mut self) -> Result<(), EngineError> {
         let started = Instant::now();
-        self.flush()?;
+        self.collect_written(Duration::ZERO)?;
+        // Dead letters (of records and of refused documents) are durable before the snapshot
+        // that no longer holds their records or documents.
         self.dead_letters.flush()?;
         let snapshot = self.processor.snapshot_bytes();
         let bytes = snapshot.len() as u64;
@@ -449,6 +597,8 @@ impl Engine {
             bytes,
             duration_ms: elapsed.as_millis() as u64,
             store: self.store.describe(),
+            undelivered_documents: self.processor.delivery().outstanding() as u64,
+            unstaged_windows: self.processor.unstaged() as u64,
         });
         tracing::debug!(seq = self.next_seq, bytes, ?elapsed, "checkpoint");
         self.next_seq += 1;
@@ -472,9 +622,21 @@ impl Engine {
         }
         self.reported = counters;
         for p in &partitions {
-            m.partition_lag.with_label_values(&[&p.partition.to_string()]).set(p.lag);
+            let label = p.partition.to_string();
+            m.partition_lag.with_label_values(&[&label]).set(p.lag);
+            m.partition_indexed_offset.with_label_values(&[&label]).set(p.indexed_offset);
+            m.partition_index_lag.with_label_values(&[&label]).set(p.index_lag);
         }
+        let total_index_lag: i64 = partitions.iter().map(|p| p.index_lag).sum();
+        let delivery = self.processor.delivery();
+        let backlog = Backlog {
+            documents: self.processor.backlog() as u64,
+            unstaged_windows: self.processor.unstaged() as u64,
+            in_flight: delivery.in_flight() as u64,
+        };
         m.lag.set(total_lag);
+        m.index_lag.set(total_index_lag);
+        m.backlog_documents.set(backlog.documents as i64);
         let wm = self.processor.progress().watermark();
         let event_wm = wm.map(|w| w - self.plan.max_lateness_ms);
         m.log_time_progress.set(wm.map_or(0, |w| w / 1000));
@@ -490,6 +652,8 @@ impl Engine {
             phase: self.phase,
             partitions,
             total_lag,
+            total_index_lag: Some(total_index_lag),
+            backlog,
             log_time_progress: wm.map(rfc3339),
             event_time_watermark: event_wm.map(rfc3339),
             records: RecordCounts {
@@ -503,6 +667,7 @@ impl Engine {
             open_windows: self.processor.open_windows() as u64,
             sink,
             last_checkpoint: self.last_checkpoint.clone(),
+            restored_checkpoint: self.restored.clone(),
             error: None,
         };
         self.board.publish(status);

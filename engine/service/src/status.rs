@@ -49,6 +49,15 @@ pub struct PartitionStatus {
     pub high_watermark: i64,
     /// Records behind the head.
     pub lag: i64,
+    /// Last offset up to which every record's documents are acknowledged by the index (`-1`
+    /// before the first): the index's progress, which trails `processed_offset` by the
+    /// documents still to write.
+    #[serde(default = "no_offset")]
+    pub indexed_offset: i64,
+    /// Records up to the head whose documents are not acknowledged yet (`high_watermark -
+    /// indexed_offset - 1`): the lag of the index, not just of the consumer.
+    #[serde(default)]
+    pub index_lag: i64,
     /// Log-time progress of the partition (RFC 3339), if it has any.
     pub log_time: Option<String>,
 }
@@ -87,6 +96,36 @@ pub struct SinkStatus {
     pub retries: u64,
 }
 
+fn no_offset() -> i64 {
+    -1
+}
+
+/// Documents still to write.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Documents still to write: changed windows not yet turned into documents plus documents
+    /// not yet acknowledged by the index.
+    pub documents: u64,
+    /// Of those, changed windows not turned into documents yet. A replay writes only final
+    /// windows, so these build up during the replay and are written once the engine is live.
+    pub unstaged_windows: u64,
+    /// Of those, documents in a bulk request the index has not answered yet.
+    pub in_flight: u64,
+}
+
+/// The checkpoint this process resumed from.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct RestoredCheckpoint {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When it was taken (RFC 3339).
+    pub taken_at: String,
+    /// Documents it held that the index had not acknowledged (written again on resume).
+    pub undelivered_documents: u64,
+    /// Changed windows it held whose documents were not built yet.
+    pub unstaged_windows: u64,
+}
+
 /// The last checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct CheckpointStatus {
@@ -96,10 +135,17 @@ pub struct CheckpointStatus {
     pub taken_at: String,
     /// Snapshot size in bytes.
     pub bytes: u64,
-    /// How long flush + save + commit took.
+    /// How long it took (dead-letter flush, snapshot, save, offset commit; it never waits for
+    /// the index).
     pub duration_ms: u64,
     /// Where checkpoints are stored.
     pub store: String,
+    /// Documents it holds that the index had not acknowledged.
+    #[serde(default)]
+    pub undelivered_documents: u64,
+    /// Changed windows it holds whose documents were not built yet.
+    #[serde(default)]
+    pub unstaged_windows: u64,
 }
 
 /// `GET /status`.
@@ -119,6 +165,13 @@ pub struct EngineStatus {
     pub partitions: Vec<PartitionStatus>,
     /// Sum of partition lags.
     pub total_lag: i64,
+    /// Sum of partition index lags: records whose documents are not acknowledged yet. Absent
+    /// from engines that do not report it (the operator then does not call them caught up).
+    #[serde(default)]
+    pub total_index_lag: Option<i64>,
+    /// Documents still to write.
+    #[serde(default)]
+    pub backlog: Backlog,
     /// Log-time progress: the minimum over partitions that hold finality (RFC 3339).
     pub log_time_progress: Option<String>,
     /// Event-time watermark: windows ending at or before it are final (RFC 3339).
@@ -131,6 +184,9 @@ pub struct EngineStatus {
     pub sink: SinkStatus,
     /// Last complete checkpoint.
     pub last_checkpoint: Option<CheckpointStatus>,
+    /// The checkpoint this process resumed from (none on a first run).
+    #[serde(default)]
+    pub restored_checkpoint: Option<RestoredCheckpoint>,
     /// The error that stopped the engine.
     pub error: Option<String>,
 }
@@ -157,6 +213,14 @@ pub struct Metrics {
     pub partition_lag: IntGaugeVec,
     /// `kappa_lag_records`: total lag.
     pub lag: IntGauge,
+    /// `kappa_partition_indexed_offset{partition}`.
+    pub partition_indexed_offset: IntGaugeVec,
+    /// `kappa_partition_index_lag{partition}`.
+    pub partition_index_lag: IntGaugeVec,
+    /// `kappa_index_lag_records`: total index lag.
+    pub index_lag: IntGauge,
+    /// `kappa_backlog_documents`: documents still to write.
+    pub backlog_documents: IntGauge,
     /// `kappa_log_time_progress_seconds`.
     pub log_time_progress: IntGauge,
     /// `kappa_event_time_watermark_seconds`.
@@ -224,6 +288,19 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(partition_lag.clone()));
+        let per_partition = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["partition"]).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let partition_indexed_offset = per_partition(
+            "kappa_partition_indexed_offset",
+            "Last offset whose records' documents are all acknowledged by the index, per partition.",
+        );
+        let partition_index_lag = per_partition(
+            "kappa_partition_index_lag",
+            "Records up to the high watermark whose documents are not acknowledged yet, per partition.",
+        );
         let phase = IntGaugeVec::new(
             Opts::new("kappa_phase", "1 for the engine's current phase."),
             &["phase"],
@@ -249,6 +326,16 @@ impl Metrics {
             sink_degraded: gauge("kappa_sink_degraded", "1 while the sink is retrying."),
             partition_lag,
             lag: gauge("kappa_lag_records", "Total records behind the head."),
+            partition_indexed_offset,
+            partition_index_lag,
+            index_lag: gauge(
+                "kappa_index_lag_records",
+                "Total records up to the head whose documents are not acknowledged yet.",
+            ),
+            backlog_documents: gauge(
+                "kappa_backlog_documents",
+                "Documents still to write: changed windows not yet written plus documents in flight.",
+            ),
             log_time_progress: gauge(
                 "kappa_log_time_progress_seconds",
                 "Log-time progress (min over partitions), Unix seconds.",

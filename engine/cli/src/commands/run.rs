@@ -59,7 +59,12 @@ pub struct ServiceArgs {
     /// Discard documents instead of writing them (measures the engine without the sink).
     #[arg(long)]
     null_sink: bool,
-    /// Exit 0 once the lag is 0 right after a checkpoint (bounded replays and backfills).
+    /// On SIGTERM, after the final checkpoint, go on writing the documents still to write for
+    /// at most this long (e.g. 30s; what is left is written by the next run).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    shutdown_drain: std::time::Duration,
+    /// Exit 0 once every record up to the head is read and its documents are acknowledged by
+    /// the index, after a final checkpoint (bounded replays and backfills).
     #[arg(long)]
     until_caught_up: bool,
 }
@@ -157,6 +162,7 @@ fn run_service(job: kappa_crds::StreamJob, args: &ServiceArgs) -> anyhow::Result
     config.flush_interval = args.flush_interval;
     config.dead_letter_topic = args.dead_letter_topic.clone();
     config.sink = if args.null_sink { SinkChoice::Null } else { SinkChoice::Elasticsearch };
+    config.shutdown_drain = args.shutdown_drain;
     config.until_caught_up = args.until_caught_up;
     let s = kappa_service::serve(config)?;
     let why = match s.end {

@@ -2,12 +2,13 @@
 //! nowhere ([`Sink::Null`], to measure the engine without a sink).
 
 pub mod elasticsearch;
+pub mod writer;
 
 use kappa_engine::output::WindowDoc;
 use kappa_engine::JobPlan;
 
+pub use self::elasticsearch::{BatchLimits, RejectedDoc, SinkError, WriteReport};
 use self::elasticsearch::{ElasticsearchSink, SinkConfig, SinkHealthState};
-pub use self::elasticsearch::{RejectedDoc, SinkError, WriteReport};
 use crate::config::{EngineConfig, SinkChoice};
 use crate::status::SinkStatus;
 
@@ -56,6 +57,14 @@ impl Sink {
         match self {
             Sink::Elasticsearch { sink, .. } => sink.write(docs).await,
             Sink::Null => Ok(WriteReport { written: docs.len(), ..WriteReport::default() }),
+        }
+    }
+
+    /// The size limits of one bulk request: the engine hands the sink batches of this size.
+    pub fn batch_limits(&self) -> BatchLimits {
+        match self {
+            Sink::Elasticsearch { sink, .. } => sink.config().batch,
+            Sink::Null => BatchLimits::default(),
         }
     }
 
