@@ -124,6 +124,10 @@ impl VersionStatus {
             index,
             phase: VersionPhase::Pending,
             lag: None,
+            index_lag: None,
+            backlog: None,
+            delay_seconds: None,
+            current: None,
             consumed_offsets: None,
             head_offsets: None,
             watermark: None,
@@ -151,6 +155,21 @@ pub struct VersionStatus {
     /// Total consumer lag in records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
+    /// Records up to the head whose documents the index has not acknowledged yet (the
+    /// engine's `total_index_lag`). At least `lag`: it adds the documents still to write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_lag: Option<i64>,
+    /// Documents the engine still has to write (changed windows and documents in flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i64>,
+    /// How far its log-time progress trails the head of the topic, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<i64>,
+    /// Whether its index is current: its engine runs and the caught-up rule (lag, index lag and
+    /// delay within `spec.promotion`) has held for `promotion.stableFor`. A version that was
+    /// stopped, or just rolled back to, is not current until it has caught up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
     /// Sum over partitions of the next offset the version will process (with `headOffsets`,
     /// the replay's progress).
     #[serde(default, skip_serializing_if = "Option::is_none")]

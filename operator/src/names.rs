@@ -35,6 +35,10 @@ pub const PART_OF: &str = "kappa";
 /// Annotation on a StreamJob: approves promotion of the named version when
 /// `spec.promotion.mode` is `manual` (`kappa promote` sets it).
 pub const ANNOTATION_APPROVE: &str = "kappa.dev/approve-version";
+/// Annotation on a StreamJob: names a previous (retained) version whose engine runs so that its
+/// index catches up before a rollback to it (`kappa rollback --wait` sets it, and removes it
+/// with the pin that moves the alias).
+pub const ANNOTATION_WARM_VERSION: &str = "kappa.dev/warm-version";
 /// Annotation on a StreamJob: `true` makes the finalizer skip Elasticsearch cleanup (the escape
 /// hatch when the cluster is gone for good).
 pub const ANNOTATION_SKIP_INDEX_CLEANUP: &str = "kappa.dev/skip-index-cleanup";

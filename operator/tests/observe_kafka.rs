@@ -255,6 +255,8 @@ fn engine_status() -> EngineStatus {
             processed_offset: 41,
             high_watermark: 100,
             lag: 58,
+            indexed_offset: 20,
+            index_lag: 79,
             log_time: Some("2024-01-01T00:00:00.000Z".into()),
         }],
         total_lag: 58,

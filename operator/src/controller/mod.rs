@@ -236,6 +236,7 @@ pub fn desired(
             verify: spec.promotion.verify.is_some(),
         },
         approved: job.annotations().get(names::ANNOTATION_APPROVE).cloned(),
+        warm_version: job.annotations().get(names::ANNOTATION_WARM_VERSION).cloned(),
         keep_versions: usize::try_from(spec.retention.keep_versions).unwrap_or(0),
         warm_for: duration(&spec.retention.warm_for),
         deletion_policy: spec.deletion_policy,

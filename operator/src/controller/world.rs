@@ -207,10 +207,9 @@ pub async fn observe(
         let (failure, warning) = pod_trouble(&world.pods, &version);
         seen.failure = failure;
         seen.warning = warning;
-        let watching = !matches!(
-            phase,
-            Some(VersionPhase::Deleted | VersionPhase::Retained | VersionPhase::Failed)
-        );
+        // Retained versions are watched too: their lag (from the committed offsets) says how
+        // far a rollback to them is behind.
+        let watching = !matches!(phase, Some(VersionPhase::Deleted | VersionPhase::Failed));
         if let (true, Some(spec)) = (watching, world.spec_of(job, &version, conflict)) {
             let engine = if matches!(workload, Workload::Running | Workload::Starting) {
                 let url = (ctx.locate_engine)(&ns, &name, &version);
@@ -230,6 +229,8 @@ pub async fn observe(
             let (kafka, refusal) = observe_kafka(ctx, spec, group, fresh).await;
             let progress = merge_progress(kafka.as_ref(), engine.as_ref());
             seen.lag = progress.lag;
+            seen.index_lag = progress.index_lag;
+            seen.backlog = progress.backlog;
             seen.delay = progress.delay_ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
             seen.consumed_offsets = progress.consumed_offsets;
             seen.head_offsets = progress.head_offsets;

@@ -15,12 +15,19 @@
 //! - A new `spec.version` gets a row in `Pending`; its workload is created (unless the
 //!   operator's retention check refused the replay: `Failed`). Once the workload exists it is
 //!   `Replaying`.
-//! - **Caught up**: lag ≤ `promotion.maxLag` and delay ≤ `promotion.maxDelay`, continuously for
-//!   `promotion.stableFor` (`stableSince` records the start; any break clears it).
-//! - **Target**: `spec.activeVersion` when set (an explicit order: no approval, no gate; it
-//!   must name a complete version), else `spec.version` once it is complete and, in manual
-//!   mode, approved (annotation `kappa.dev/approve-version`), and past the verification gate
-//!   if one is configured. Otherwise the alias stays where it is.
+//! - **Caught up**: the version's engine runs, its consumer lag and its *index* lag (records
+//!   whose documents the index has not acknowledged, as only the engine knows) are ≤
+//!   `promotion.maxLag`, and its delay ≤ `promotion.maxDelay`, continuously for
+//!   `promotion.stableFor` (`stableSince` records the start; any break clears it). The rule is
+//!   tracked for every running version: `current` in its row says whether it holds now.
+//!   `Replaying` becomes `CaughtUp` the first time it holds; a promotion of `spec.version`
+//!   needs it to hold at the moment of the swap, so the alias only ever moves to an index that
+//!   is complete (the controller refreshes it just before the swap, so it is searchable too).
+//! - **Target**: `spec.activeVersion` when set (an explicit order: no approval, no gate, at
+//!   once even if that version's index is behind; it must name a complete version), else
+//!   `spec.version` once it is complete and current and, in manual mode, approved (annotation
+//!   `kappa.dev/approve-version`), and past the verification gate if one is configured.
+//!   Otherwise the alias stays where it is.
 //! - **Swap**: one atomic alias request adds the target's index and removes every other index
 //!   the alias points at. The target becomes `Live`; the previous live version `Retiring`, or
 //!   `RolledBack` when the target is older.
@@ -31,7 +38,8 @@
 //! - **Retention**: of the versions that were live before, the `keepVersions` most recently
 //!   retired are kept; older ones are `Deleted`. A retired engine keeps running for `warmFor`
 //!   (`Retiring`, or `RolledBack`), then scales to zero (`Retained`). `spec.version` is never
-//!   pruned.
+//!   pruned. The annotation `kappa.dev/warm-version` names a previous version whose engine
+//!   runs anyway, so it catches up before a rollback (`kappa rollback --wait`).
 //! - **Deleted**: the workload is removed; the index is deleted only under
 //!   `deletionPolicy: Delete` (Kappa deletes data only when asked to).
 //! - **Failed** is final for that version: it is reported (`Degraded`), never promoted, and its
@@ -88,6 +96,9 @@ pub struct Desired {
     pub promotion: PromotionPolicy,
     /// The version approved for promotion (annotation `kappa.dev/approve-version`).
     pub approved: Option<String>,
+    /// A previous version whose engine should run so that its index catches up before a
+    /// rollback (annotation `kappa.dev/warm-version`).
+    pub warm_version: Option<String>,
     /// `retention.keepVersions`.
     pub keep_versions: usize,
     /// `retention.warmFor`.
@@ -129,6 +140,11 @@ pub struct VersionObservation {
     pub workload: Workload,
     /// Total lag in records (unknown: `None`).
     pub lag: Option<i64>,
+    /// Records whose documents the index has not acknowledged (unknown without an answer from
+    /// the engine: `None`).
+    pub index_lag: Option<i64>,
+    /// Documents the engine still has to write.
+    pub backlog: Option<i64>,
     /// How far its log-time progress trails the head (unknown: `None`).
     pub delay: Option<Duration>,
     /// Sum of next offsets to process.
@@ -398,6 +414,18 @@ fn observe_row(work: &mut Work, i: usize) {
         row.consumed_offsets = seen.consumed_offsets.or(row.consumed_offsets);
         row.head_offsets = seen.head_offsets.or(row.head_offsets);
         row.watermark = seen.watermark.clone().or(row.watermark.take());
+        row.delay_seconds = seen
+            .delay
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .or(row.delay_seconds);
+        if matches!(seen.workload, Workload::Running | Workload::Starting) {
+            row.index_lag = seen.index_lag.or(row.index_lag);
+            row.backlog = seen.backlog.or(row.backlog);
+        } else {
+            // No engine: what it last said of its index is no longer true.
+            row.index_lag = None;
+            row.backlog = None;
+        }
     }
     let promotable =
         matches!(phase, VersionPhase::Pending | VersionPhase::Replaying | VersionPhase::CaughtUp);
@@ -405,6 +433,7 @@ fn observe_row(work: &mut Work, i: usize) {
         if promotable {
             work.rows[i].message = Some(failure.clone());
             work.rows[i].stable_since = None;
+            work.rows[i].current = Some(false);
             work.set_phase(i, VersionPhase::Failed, "VersionFailed", failure.clone());
             return;
         }
@@ -421,6 +450,7 @@ fn observe_row(work: &mut Work, i: usize) {
             message: format!("version {version}: {warning}"),
         });
     }
+    let current = track_caught_up(work, i, &seen);
     match phase {
         VersionPhase::Pending if seen.workload != Workload::Absent => {
             work.rows[i].started_at.get_or_insert_with(|| work.now.clone());
@@ -431,39 +461,52 @@ fn observe_row(work: &mut Work, i: usize) {
                 "ReplayStarted",
                 format!("version {version} started replaying into {}", work.rows[i].index),
             );
-            apply_caught_up_rule(work, i, &seen);
+            if current {
+                caught_up(work, i, &seen);
+            }
         }
-        VersionPhase::Replaying => apply_caught_up_rule(work, i, &seen),
+        VersionPhase::Replaying if current => caught_up(work, i, &seen),
         _ => {}
     }
 }
 
-/// Replaying → CaughtUp once lag and delay have stayed within bounds for `stableFor`.
-fn apply_caught_up_rule(work: &mut Work, i: usize, seen: &VersionObservation) {
-    let policy = &work.desired.promotion;
-    let within = seen.workload == Workload::Running
+/// Whether the caught-up rule holds in this observation: the engine runs, consumer lag and
+/// index lag are within `maxLag`, delay within `maxDelay`. Unknown counts as not holding.
+pub fn within_caught_up_bounds(seen: &VersionObservation, policy: &PromotionPolicy) -> bool {
+    seen.workload == Workload::Running
         && seen.lag.is_some_and(|lag| lag <= policy.max_lag)
-        && seen.delay.is_some_and(|delay| delay <= policy.max_delay);
-    if !within {
+        && seen.index_lag.is_some_and(|lag| lag <= policy.max_lag)
+        && seen.delay.is_some_and(|delay| delay <= policy.max_delay)
+}
+
+/// Tracks the caught-up rule in the row (`stableSince`, `current`) and returns whether it has
+/// held for `stableFor`.
+fn track_caught_up(work: &mut Work, i: usize, seen: &VersionObservation) -> bool {
+    let policy = &work.desired.promotion;
+    if !within_caught_up_bounds(seen, policy) {
         work.rows[i].stable_since = None;
-        return;
+        work.rows[i].current = Some(false);
+        return false;
     }
     let now = work.now.clone();
     let since = work.rows[i].stable_since.get_or_insert(now).clone();
     let stable = elapsed(&Some(since), work.observed.now).unwrap_or(Duration::ZERO);
-    if stable >= policy.stable_for {
-        work.rows[i].caught_up_at = Some(work.now.clone());
-        let lag = seen.lag.unwrap_or(0);
-        work.set_phase(
-            i,
-            VersionPhase::CaughtUp,
-            "CaughtUp",
-            format!(
-                "version {} caught up: lag {lag} ≤ {} records for {:?}",
-                work.rows[i].version, policy.max_lag, policy.stable_for
-            ),
-        );
-    }
+    let current = stable >= policy.stable_for;
+    work.rows[i].current = Some(current);
+    current
+}
+
+/// Replaying → CaughtUp: the rule has held for `stableFor`.
+fn caught_up(work: &mut Work, i: usize, seen: &VersionObservation) {
+    let policy = &work.desired.promotion;
+    work.rows[i].caught_up_at = Some(work.now.clone());
+    let lag = seen.lag.unwrap_or(0);
+    let index_lag = seen.index_lag.unwrap_or(0);
+    let message = format!(
+        "version {} caught up: lag {lag} and index lag {index_lag} ≤ {} records for {:?}",
+        work.rows[i].version, policy.max_lag, policy.stable_for
+    );
+    work.set_phase(i, VersionPhase::CaughtUp, "CaughtUp", message);
 }
 
 /// Reads who is live from the alias, and makes the rows agree with it. Returns the live
@@ -572,6 +615,11 @@ fn choose_target(work: &mut Work, live: Option<&str>) -> Option<String> {
     let version = work.desired.version.clone();
     let row = work.rows.iter().find(|r| r.version == version)?;
     if !row.phase.is_complete() || Some(version.as_str()) == live {
+        return None;
+    }
+    // Readers move only to an index that has caught up now, not at some point in the past
+    // (its engine may have restarted and be writing a backlog again).
+    if row.current != Some(true) {
         return None;
     }
     let policy = &work.desired.promotion;
@@ -710,7 +758,12 @@ fn finish(mut work: Work, alias_swap: Option<AliasSwap>, live: Option<String>) -
             // Its objects are left as they are: the conflicting spec must not overwrite them.
             continue;
         }
-        let running = should_run(row, desired.warm_for, now);
+        // A previous version runs when it is about to serve again: named for a rollback by
+        // `kappa.dev/warm-version`, or `spec.version` once no pin holds the alias elsewhere (it
+        // takes the alias back when its index has caught up).
+        let returning = row.version == desired.version && desired.active_version.is_none();
+        let warm = desired.warm_version.as_deref() == Some(&row.version) || returning;
+        let running = should_run(row, desired.warm_for, now) || (row.phase.is_previous() && warm);
         row.replicas = Some(i32::from(running));
         workloads.push(WorkloadAction::Apply { version: row.version.clone(), running });
         if running && matches!(row.phase, VersionPhase::Retiring | VersionPhase::RolledBack) {
@@ -748,6 +801,7 @@ fn finish(mut work: Work, alias_swap: Option<AliasSwap>, live: Option<String>) -
     }
     let in_flight = work.rows.iter().any(|r| {
         matches!(r.phase, VersionPhase::Pending | VersionPhase::Replaying | VersionPhase::CaughtUp)
+            || (r.replicas == Some(1) && r.current == Some(false))
     }) || alias_swap.is_some()
         || !work.problems.is_empty();
     let mut requeue_after = if in_flight { ACTIVE_REQUEUE } else { IDLE_REQUEUE };
@@ -775,11 +829,28 @@ fn progressing(work: &Work, live: Option<&str>) -> Option<(&'static str, String)
         VersionPhase::Pending => Some(("Pending", format!("version {v} is starting"))),
         VersionPhase::Replaying => Some((
             "Replaying",
-            match row.lag {
-                Some(lag) => format!("version {v} is replaying: {lag} records behind"),
-                None => format!("version {v} is replaying"),
+            match (row.lag, row.index_lag, row.backlog) {
+                (Some(lag), Some(index_lag), Some(backlog)) if lag <= desired.promotion.max_lag => {
+                    format!(
+                        "version {v} has read up to the head and is writing its index: \
+                         {backlog} documents to write, {index_lag} records not in the index yet"
+                    )
+                }
+                (Some(lag), _, _) => format!("version {v} is replaying: {lag} records behind"),
+                _ => format!("version {v} is replaying"),
             },
         )),
+        VersionPhase::CaughtUp if row.current != Some(true) && desired.active_version.is_none() => {
+            Some((
+                "CatchingUp",
+                format!(
+                    "version {v} has caught up before but its index is behind now (index lag \
+                     {}, backlog {} documents); the alias moves once it is current again",
+                    row.index_lag.map_or("unknown".to_owned(), |l| l.to_string()),
+                    row.backlog.map_or("unknown".to_owned(), |b| b.to_string())
+                ),
+            ))
+        }
         VersionPhase::CaughtUp
             if desired.active_version.as_deref().is_some_and(|p| p != v.as_str()) =>
         {

@@ -29,6 +29,7 @@ fn desired(version: &str) -> Desired {
             verify: false,
         },
         approved: None,
+        warm_version: None,
         keep_versions: 1,
         warm_for: Duration::from_secs(3600),
         deletion_policy: DeletionPolicy::Retain,
@@ -49,6 +50,8 @@ fn running(lag: i64) -> VersionObservation {
     VersionObservation {
         workload: Workload::Running,
         lag: Some(lag),
+        index_lag: Some(lag),
+        backlog: Some(0),
         delay: Some(Duration::from_secs(if lag == 0 { 0 } else { 3600 })),
         ..VersionObservation::default()
     }
@@ -83,14 +86,20 @@ impl Sim {
         let mut versions = BTreeMap::new();
         for (v, w) in &self.workloads {
             let mut seen = self.progress.get(v).cloned().unwrap_or_default();
+            // Progress set for a stopped engine is what Kafka says of its committed offsets.
+            let kafka_view = seen.workload == Workload::Stopped;
             seen.workload = match (*w, seen.workload) {
                 (Workload::Running, Workload::Absent) => Workload::Running,
                 (Workload::Running, other) => other,
                 (w, _) => w,
             };
             if seen.workload != Workload::Running {
-                seen.lag = None;
-                seen.delay = None;
+                seen.index_lag = None;
+                seen.backlog = None;
+                if !kafka_view {
+                    seen.lag = None;
+                    seen.delay = None;
+                }
             }
             versions.insert(v.clone(), seen);
         }
@@ -176,7 +185,10 @@ impl Sim {
     /// The property every reconcile must have: deciding again on the state it produced, with
     /// nothing changed in the world, is a no-op, and an operator restarted from the rows alone
     /// decides the same.
-    fn assert_settled(&self) {
+    fn assert_settled(&mut self) {
+        // One reconcile first observes what the last one changed in the world (an engine it
+        // scaled down no longer reports on its index).
+        self.step();
         let again = decide(&self.desired, &self.rows, &self.observed());
         assert_eq!(again.alias_swap, None, "repeat reconcile moved the alias");
         assert_eq!(again.transitions, vec![], "repeat reconcile changed phases");
@@ -265,6 +277,145 @@ fn lag_within_bounds_but_delay_too_large_is_not_caught_up() {
     assert_eq!(sim.phase("v1"), Some(Replaying), "unknown delay is not caught up");
 }
 
+/// A running engine that has read up to the head but still has `backlog` documents to write,
+/// covering `index_lag` records.
+fn writing(index_lag: i64, backlog: i64) -> VersionObservation {
+    VersionObservation { index_lag: Some(index_lag), backlog: Some(backlog), ..running(0) }
+}
+
+#[test]
+fn a_version_whose_index_is_still_being_written_is_not_caught_up() {
+    // The defect this rule exists for: consumer lag 0 right after the switch to live, with
+    // every open window still to write. Readers must not be moved to that index.
+    let mut sim = Sim::new("v1");
+    sim.step();
+    sim.set("v1", writing(200_000, 92_000));
+    for _ in 0..10 {
+        sim.step();
+        sim.advance(Duration::from_secs(61));
+    }
+    assert_eq!(sim.phase("v1"), Some(Replaying));
+    assert_eq!(sim.alias, Vec::<String>::new());
+    let row = sim.row("v1");
+    assert_eq!((row.lag, row.index_lag, row.backlog), (Some(0), Some(200_000), Some(92_000)));
+    assert_eq!((row.stable_since.as_deref(), row.current), (None, Some(false)));
+    let progressing = sim.last.clone().unwrap().progressing.unwrap();
+    assert!(progressing.1.contains("92000 documents to write"), "{progressing:?}");
+
+    // The backlog is written: stableFor counts from there.
+    sim.set("v1", running(0));
+    sim.step();
+    sim.advance(Duration::from_secs(59));
+    sim.step();
+    assert_eq!(sim.phase("v1"), Some(Replaying));
+    sim.advance(Duration::from_secs(2));
+    sim.step();
+    assert_eq!(sim.phase("v1"), Some(Live));
+    assert_eq!(sim.row("v1").current, Some(true));
+}
+
+#[test]
+fn without_an_answer_from_the_engine_a_version_is_not_caught_up() {
+    // Kafka alone says the group is at the head; only the engine knows about the index.
+    let mut sim = Sim::new("v1");
+    sim.step();
+    sim.set("v1", VersionObservation { index_lag: None, backlog: None, ..running(0) });
+    sim.step();
+    sim.advance(Duration::from_secs(600));
+    sim.step();
+    assert_eq!(sim.phase("v1"), Some(Replaying));
+    assert_eq!(sim.row("v1").current, Some(false));
+}
+
+#[test]
+fn a_caught_up_version_is_promoted_only_while_its_index_is_current() {
+    let mut sim = Sim::new("v1");
+    sim.desired.promotion.mode = PromotionMode::Manual;
+    sim.step();
+    sim.replay_to_head("v1");
+    assert_eq!(sim.phase("v1"), Some(CaughtUp));
+    // Its engine restarted from an older checkpoint and writes a backlog again when the
+    // approval arrives: the alias waits.
+    sim.set("v1", writing(30_000, 12_000));
+    sim.desired.approved = Some("v1".into());
+    let d = sim.step();
+    assert_eq!(d.alias_swap, None);
+    assert_eq!(sim.phase("v1"), Some(CaughtUp));
+    assert_eq!(d.progressing.as_ref().map(|p| p.0), Some("CatchingUp"));
+    assert_eq!(d.requeue_after, ACTIVE_REQUEUE);
+    sim.set("v1", running(0));
+    sim.step();
+    sim.advance(Duration::from_secs(61));
+    let d = sim.step();
+    assert_eq!(d.alias_swap.map(|s| s.add), Some(index("v1")));
+    assert_eq!(sim.phase("v1"), Some(Live));
+}
+
+#[test]
+fn a_rollback_pin_switches_at_once_and_reports_the_target_behind() {
+    let mut sim = Sim::new("v1");
+    sim.step();
+    sim.replay_to_head("v1");
+    sim.roll_out("v2");
+    sim.advance(Duration::from_secs(7200));
+    sim.step();
+    assert_eq!(sim.phase("v1"), Some(Retained));
+    // Stopped for two hours: Kafka says how far behind its committed offsets are.
+    sim.set(
+        "v1",
+        VersionObservation {
+            workload: Workload::Stopped,
+            lag: Some(720_000),
+            delay: Some(Duration::from_secs(7200)),
+            ..VersionObservation::default()
+        },
+    );
+    sim.desired.active_version = Some("v1".into());
+    let d = sim.step();
+    assert_eq!(
+        d.alias_swap.map(|s| s.add),
+        Some(index("v1")),
+        "the emergency path waits for nothing"
+    );
+    let row = sim.row("v1");
+    assert_eq!((row.lag, row.delay_seconds, row.current), (Some(720_000), Some(7200), Some(false)));
+    // Its engine resumes and catches up; the row says when it is current.
+    sim.set("v1", writing(40_000, 9_000));
+    sim.step();
+    assert_eq!(sim.row("v1").current, Some(false));
+    sim.set("v1", running(0));
+    sim.step();
+    sim.advance(Duration::from_secs(61));
+    sim.step();
+    assert_eq!(sim.row("v1").current, Some(true));
+}
+
+#[test]
+fn a_warm_version_runs_and_catches_up_before_a_rollback() {
+    let mut sim = Sim::new("v1");
+    sim.step();
+    sim.replay_to_head("v1");
+    sim.roll_out("v2");
+    sim.advance(Duration::from_secs(7200));
+    sim.step();
+    assert_eq!(sim.workloads["v1"], Workload::Stopped);
+    sim.desired.warm_version = Some("v1".into());
+    let d = sim.step();
+    assert!(d.workloads.contains(&WorkloadAction::Apply { version: "v1".into(), running: true }));
+    assert_eq!(d.alias_swap, None, "warming moves nothing");
+    assert_eq!(sim.phase("v1"), Some(Retained));
+    sim.set("v1", running(0));
+    sim.step();
+    sim.advance(Duration::from_secs(61));
+    sim.step();
+    assert_eq!(sim.row("v1").current, Some(true));
+    assert_eq!(sim.alias, [index("v2")]);
+    // Without the annotation it stops again.
+    sim.desired.warm_version = None;
+    let d = sim.step();
+    assert!(d.workloads.contains(&WorkloadAction::Apply { version: "v1".into(), running: false }));
+}
+
 #[test]
 fn blue_green_swap_then_warm_then_retained() {
     let mut sim = Sim::new("v1");
@@ -333,8 +484,16 @@ fn rollback_by_active_version_swaps_back_and_resumes_the_engine() {
     assert_eq!(sim.phase("v2"), Some(RolledBack));
     assert_eq!(sim.workloads["v2"], Workload::Stopped);
 
-    // Clearing the pin returns the alias to spec.version.
+    // Clearing the pin returns the alias to spec.version, once its index has caught up: its
+    // engine was stopped, so it runs again first and the alias waits for it.
     sim.desired.active_version = None;
+    let d = sim.step();
+    assert_eq!(d.alias_swap, None, "v2's index is behind: the alias stays on v1");
+    assert!(d.workloads.contains(&WorkloadAction::Apply { version: "v2".into(), running: true }));
+    assert_eq!(sim.row("v2").current, Some(false));
+    sim.step();
+    assert_eq!(sim.phase("v1"), Some(Live));
+    sim.advance(Duration::from_secs(61));
     let d = sim.step();
     assert_eq!(d.alias_swap.map(|s| s.add), Some(index("v2")));
     assert_eq!(sim.phases(), [("v1".into(), Retiring), ("v2".into(), Live)]);
@@ -831,6 +990,10 @@ fn transition_table() {
                 r.phase = *phase;
                 if matches!(phase, Live | Retiring | Retained | RolledBack) {
                     r.promoted_at = Some(timestamp(t0()));
+                }
+                if phase.is_complete() {
+                    // It has met the caught-up rule for longer than stableFor.
+                    r.stable_since = Some(timestamp(t0() - chrono::Duration::minutes(5)));
                 }
                 if matches!(phase, Retiring | Retained | RolledBack) {
                     r.retired_at = Some(timestamp(t0()));

@@ -84,6 +84,11 @@ impl EngineProbe {
 pub struct Progress {
     /// Records still to process.
     pub lag: Option<i64>,
+    /// Records whose documents the index has not acknowledged yet (the engine's
+    /// `total_index_lag`); unknown without a fresh engine report.
+    pub index_lag: Option<i64>,
+    /// Documents the engine still has to write (`backlog.documents`).
+    pub backlog: Option<i64>,
     /// How far behind the head the version is in Kafka time, in milliseconds.
     pub delay_ms: Option<i64>,
     /// Sum over partitions of the next offset to process.
@@ -106,6 +111,9 @@ pub struct Progress {
 ///   progress (phase `replaying` or `live`, with partitions). A `starting` engine reports a lag
 ///   of 0 before it has read any watermark, and a failed or stopping one reports a stale
 ///   number, so then the committed lag from Kafka is used ([`GroupProgress::total_lag`]).
+/// - **index lag** and **backlog**: only the engine knows which documents the index has
+///   acknowledged, so they come from a progressing engine or are unknown (and the version is
+///   then not caught up).
 /// - **delay**: from the Kafka timestamps ([`GroupProgress::delay_ms`]) when Kafka was
 ///   observed, else unknown.
 /// - **watermark**: the engine's `event_time_watermark`.
@@ -124,9 +132,9 @@ pub struct Progress {
 /// assert_eq!(merge_progress(None, None).delay_ms, None);
 /// ```
 pub fn merge_progress(kafka: Option<&GroupProgress>, engine: Option<&EngineStatus>) -> Progress {
-    let engine_lag = engine
-        .filter(|e| matches!(e.phase, Phase::Replaying | Phase::Live) && !e.partitions.is_empty())
-        .map(|e| e.total_lag);
+    let progressing = engine
+        .filter(|e| matches!(e.phase, Phase::Replaying | Phase::Live) && !e.partitions.is_empty());
+    let engine_lag = progressing.map(|e| e.total_lag);
     let engine_offsets = engine.filter(|e| !e.partitions.is_empty()).map(|e| {
         let consumed = e.partitions.iter().map(|p| p.processed_offset.max(-1) + 1).sum();
         let head = e.partitions.iter().map(|p| p.high_watermark).sum();
@@ -134,6 +142,8 @@ pub fn merge_progress(kafka: Option<&GroupProgress>, engine: Option<&EngineStatu
     });
     Progress {
         lag: engine_lag.or_else(|| kafka.map(GroupProgress::total_lag)),
+        index_lag: progressing.and_then(|e| e.total_index_lag),
+        backlog: progressing.map(|e| i64::try_from(e.backlog.documents).unwrap_or(i64::MAX)),
         delay_ms: kafka.map(GroupProgress::delay_ms),
         consumed_offsets: kafka
             .map(GroupProgress::consumed_offsets)
@@ -177,9 +187,13 @@ mod tests {
                 processed_offset: 89,
                 high_watermark: 100,
                 lag: 10,
+                indexed_offset: 79,
+                index_lag: 20,
                 log_time: None,
             }],
             total_lag: 10,
+            total_index_lag: Some(20),
+            backlog: kappa_service::status::Backlog { documents: 7, ..Default::default() },
             event_time_watermark: Some("2024-01-01T00:00:00.000Z".into()),
             sink: SinkStatus { state: "healthy".into(), ..Default::default() },
             ..Default::default()
@@ -191,6 +205,7 @@ mod tests {
         for phase in [Phase::Replaying, Phase::Live] {
             let p = merge_progress(Some(&kafka()), Some(&engine(phase)));
             assert_eq!(p.lag, Some(10), "{phase:?}");
+            assert_eq!((p.index_lag, p.backlog), (Some(20), Some(7)), "{phase:?}");
             assert_eq!(p.delay_ms, Some(3_000));
             assert_eq!((p.consumed_offsets, p.head_offsets), (Some(40), Some(100)));
             assert_eq!(p.watermark.as_deref(), Some("2024-01-01T00:00:00.000Z"));
@@ -203,7 +218,12 @@ mod tests {
         for phase in [Phase::Starting, Phase::Stopping, Phase::Failed] {
             let p = merge_progress(Some(&kafka()), Some(&engine(phase)));
             assert_eq!(p.lag, Some(60), "{phase:?}");
+            assert_eq!(p.index_lag, None, "only a progressing engine knows the index: {phase:?}");
         }
+        // An engine of a release that does not report the index lag is not believed either.
+        let mut old = engine(Phase::Live);
+        old.total_index_lag = None;
+        assert_eq!(merge_progress(Some(&kafka()), Some(&old)).index_lag, None);
         // A live engine that has not read any watermark says 0 lag: not believed.
         let empty = EngineStatus { phase: Phase::Live, ..Default::default() };
         assert_eq!(merge_progress(Some(&kafka()), Some(&empty)).lag, Some(60));
@@ -232,6 +252,8 @@ mod tests {
             processed_offset: -1,
             high_watermark: 5,
             lag: 5,
+            indexed_offset: -1,
+            index_lag: 5,
             log_time: None,
         });
         e.total_lag = 15;
