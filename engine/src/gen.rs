@@ -79,6 +79,11 @@ pub struct GenConfig {
     pub start_millis: i64,
     /// Size of the user pool (default 50 000); a few heavy users make most of the traffic.
     pub users: u32,
+    /// Number of servers, named `srv-1` … `srv-N`. The default, 3, keeps the reference
+    /// workload's weights (50/30/20 %); any other count draws servers uniformly. Many servers
+    /// at a low rate make many group keys with few records per window, most of them open at
+    /// once under a long lateness.
+    pub servers: u32,
     /// Share of records with `status: "fail"` (default 3 %).
     pub fail_ratio: f64,
     /// Share of records with `status: "test"` (default 0.5 %).
@@ -99,6 +104,7 @@ impl Default for GenConfig {
             rate_per_sec: 200.0,
             start_millis: DEFAULT_START_MILLIS,
             users: 50_000,
+            servers: SERVERS.len() as u32,
             fail_ratio: 0.03,
             test_ratio: 0.005,
             malformed_ratio: 0.005,
@@ -135,6 +141,9 @@ impl GenConfig {
         }
         if self.users == 0 {
             return invalid("users must be at least 1".to_owned());
+        }
+        if self.servers == 0 {
+            return invalid("servers must be at least 1".to_owned());
         }
         let last = self.start_millis as f64 + self.records as f64 * self.step_millis();
         let earliest_event = self.start_millis.saturating_sub(MAX_LATENESS_MILLIS + DAY_MILLIS);
@@ -259,6 +268,8 @@ pub struct LogGenerator {
     start_millis: i64,
     step_millis: f64,
     users: u32,
+    /// Servers drawn uniformly, or `None` for the reference weights.
+    uniform_servers: Option<u64>,
     partitions: u64,
     malformed: u64,
     too_late: u64,
@@ -315,6 +326,8 @@ impl LogGenerator {
             start_millis: cfg.start_millis,
             step_millis: cfg.step_millis(),
             users: cfg.users,
+            uniform_servers: (cfg.servers as usize != SERVERS.len())
+                .then_some(u64::from(cfg.servers)),
             partitions: partitions as u64,
             malformed: threshold(cfg.malformed_ratio),
             too_late,
@@ -374,7 +387,10 @@ impl LogGenerator {
         // IEEE multiplication by a positive constant is monotonic, so log time never decreases.
         let log_millis = self.start_millis + (index as f64 * self.step_millis) as i64;
         let (lag, too_late) = self.lag_millis();
-        let server = self.weighted(&SERVER_WEIGHTS);
+        let server = match self.uniform_servers {
+            None => self.weighted(&SERVER_WEIGHTS),
+            Some(n) => self.below(n) as usize,
+        };
         let tx_type = self.weighted(&TX_TYPE_WEIGHTS);
         let status_draw = self.rng.next_u64();
         let status = if status_draw < self.fail {
@@ -461,7 +477,8 @@ impl LogGenerator {
                 line.truncate(keep as usize);
             }
             MalformedKind::NotJson => {
-                let server = SERVERS[record.server].as_bytes();
+                let server_name = server_name(record.server);
+                let server = server_name.as_bytes();
                 match self.rng.next_u64() % 6 {
                     0 => {
                         // log4j layout: "2024-01-01 00:00:05,123 WARN  [srv-2] ..."
@@ -584,6 +601,11 @@ impl LogGenerator {
 
 /// Writes one record as JSON (without the newline), with `event_time` as `event_time` says and
 /// `amount` as a decimal-comma string when `amount_as_string`.
+/// The name of server `index`: `srv-1`, `srv-2`, … (the first three are [`SERVERS`]).
+fn server_name(index: usize) -> String {
+    format!("srv-{}", index + 1)
+}
+
 fn write_record(
     line: &mut Vec<u8>,
     record: &Record,
@@ -617,7 +639,8 @@ fn write_record(
     line.extend_from_slice(b"\"logged_time\":\"");
     line.extend_from_slice(&record.logged_time);
     line.extend_from_slice(b"\",\"server\":\"");
-    line.extend_from_slice(SERVERS[record.server].as_bytes());
+    line.extend_from_slice(b"srv-");
+    line.extend_from_slice(numbers.format(record.server + 1).as_bytes());
     line.extend_from_slice(b"\",\"tx_type\":\"");
     line.extend_from_slice(TX_TYPES[record.tx_type].as_bytes());
     line.extend_from_slice(b"\",\"status\":\"");
@@ -836,6 +859,32 @@ mod tests {
             return Some("amount not a number");
         }
         None
+    }
+
+    #[test]
+    fn many_servers_are_drawn_uniformly_and_make_many_small_windows() {
+        let cfg = GenConfig { servers: 64, rate_per_sec: 0.5, ..config(20_000, 3) };
+        let mut per_server = std::collections::BTreeMap::<String, usize>::new();
+        let mut windows = std::collections::HashSet::new();
+        for line in lines_of(&cfg, 2).iter().filter(|l| l.malformed.is_none()) {
+            let fields: Value = serde_json::from_str(&line.text).unwrap();
+            let server = fields["server"].as_str().unwrap().to_owned();
+            let minute = parse_millis(fields["event_time"].as_str().unwrap()).unwrap() / 60_000;
+            windows.insert((minute, server.clone(), fields["tx_type"].to_string()));
+            *per_server.entry(server).or_default() += 1;
+        }
+        assert_eq!(per_server.len(), 64, "srv-1 .. srv-64: {:?}", per_server.keys());
+        assert!(per_server.contains_key("srv-64") && !per_server.contains_key("srv-65"));
+        let (low, high) = (per_server.values().min().unwrap(), per_server.values().max().unwrap());
+        assert!(*high < 2 * *low, "uniform: {low} .. {high}");
+        let records: usize = per_server.values().sum();
+        assert!(
+            windows.len() * 10 > records * 8,
+            "about one record per window: {} windows",
+            windows.len()
+        );
+        let zero = GenConfig { servers: 0, ..config(1, 1) };
+        assert!(zero.validate().unwrap_err().to_string().contains("servers"));
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub struct GenArgs {
     /// Records per second of log time.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
+    /// Number of servers (`srv-1` … `srv-N`). 3 keeps the reference weights (50/30/20 %);
+    /// any other count draws them uniformly: with a low --rate, many group keys with a few
+    /// records per window, most of them open at once under the 3-day lateness.
+    #[arg(long, default_value_t = 3)]
+    servers: u32,
     /// Share of malformed lines (0..1).
     #[arg(long = "malformed", default_value_t = 0.005)]
     malformed_ratio: f64,
@@ -40,6 +45,7 @@ pub fn run(args: &GenArgs) -> anyhow::Result<ExitCode> {
         records: args.records,
         seed: args.seed,
         rate_per_sec: args.rate,
+        servers: args.servers,
         malformed_ratio: args.malformed_ratio,
         too_late_ratio: args.too_late_ratio,
         ..GenConfig::default()
