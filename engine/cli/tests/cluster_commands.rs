@@ -266,10 +266,23 @@ async fn status_prints_versions_live_marker_and_conditions_in_one_poll() {
     );
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["VERSION", "PHASE", "LIVE", "LAG", "WATERMARK", "AGE", "MESSAGE"]
+        [
+            "VERSION",
+            "PHASE",
+            "LIVE",
+            "LAG",
+            "INDEX",
+            "LAG",
+            "BACKLOG",
+            "CURRENT",
+            "WATERMARK",
+            "AGE",
+            "MESSAGE"
+        ]
     );
-    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["v1", "Retained", "-", "-", "-"]);
-    assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["v2", "Live", "*", "7", "-", "-"]);
+    let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(cells(2), ["v1", "Retained", "-", "-", "-", "-", "-", "-"]);
+    assert_eq!(cells(3), ["v2", "Live", "*", "7", "-", "-", "-", "-", "-"]);
     assert!(out.contains("Ready      True    Live     alias tx-stats serves tx-stats-v2"), "{out}");
     assert!(out.contains("Degraded   False   Healthy"), "{out}");
     let gets = kube.requests().iter().filter(|r| r.method.as_str() == "GET").count();
@@ -335,4 +348,108 @@ async fn status_watch_follows_a_replay_until_it_has_caught_up() {
     // The watch ends with the table as it is now.
     let last_table = out.rsplit("StreamJob payments/tx-stats").next().unwrap();
     assert!(last_table.contains("v2       CaughtUp"), "{out}");
+}
+
+fn warm_annotation(job: &StreamJob) -> Option<String> {
+    job.metadata.annotations.as_ref()?.get("kappa.dev/warm-version").cloned()
+}
+
+async fn rollback_wait(kube: &FakeKube, to: &str, timeout: Duration) -> anyhow::Result<String> {
+    let wait = cluster::WaitOptions { timeout, interval: Duration::from_millis(20) };
+    let mut out = Vec::new();
+    cluster::rollback_when_current(kube.client(), NS, JOB, Some(to), wait, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn rollback_to_a_stopped_version_switches_at_once_and_says_how_far_behind_it_is() {
+    let kube = FakeKube::new();
+    Fixture::at("v2")
+        .row("v1", Retained)
+        .retired_at("2026-03-01T09:00:00Z")
+        .with(|r| {
+            r.lag = Some(720_000);
+            r.delay_seconds = Some(7_200);
+            r.current = Some(false);
+        })
+        .row("v2", Live)
+        .insert(&kube);
+
+    let out = rollback(&kube, None).await.unwrap();
+
+    assert_eq!(stored(&kube).spec.active_version.as_deref(), Some("v1"));
+    assert!(
+        out.contains(
+            "v1 is 720000 records and 2h00m of log time behind the head: its engine resumes \
+             from its checkpoint and catches up"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("`kappa rollback --wait` switches only once it is"), "{out}");
+}
+
+#[tokio::test]
+async fn rollback_wait_warms_the_target_and_pins_it_only_once_it_is_current() {
+    let kube = FakeKube::new();
+    Fixture::at("v2")
+        .row("v1", Retained)
+        .retired_at("2026-03-01T09:00:00Z")
+        .with(|r| {
+            r.lag = Some(720_000);
+            r.current = Some(false);
+        })
+        .row("v2", Live)
+        .insert(&kube);
+    let waiting = {
+        let kube = kube.clone();
+        tokio::spawn(async move { rollback_wait(&kube, "v1", Duration::from_secs(60)).await })
+    };
+    // The operator is asked to run v1's engine; the alias is not pinned yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while warm_annotation(&stored(&kube)).is_none() {
+        assert!(std::time::Instant::now() < deadline, "v1 was never warmed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(warm_annotation(&stored(&kube)).as_deref(), Some("v1"));
+    // Polls go on while v1 catches up, and nothing is pinned meanwhile.
+    let polls = || kube.requests().iter().filter(|r| r.method.as_str() == "GET").count();
+    let before = polls();
+    while polls() < before + 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored(&kube).spec.active_version, None, "not pinned while v1 is behind");
+    // The operator reports v1 current.
+    let mut job = stored(&kube);
+    let row = job.status.as_mut().unwrap().versions.iter_mut().find(|r| r.version == "v1");
+    let row = row.unwrap();
+    row.current = Some(true);
+    row.lag = Some(0);
+    kube.insert(&job);
+
+    let out = waiting.await.unwrap().unwrap();
+
+    let job = stored(&kube);
+    assert_eq!(job.spec.active_version.as_deref(), Some("v1"));
+    assert_eq!(warm_annotation(&job), None, "the pin and the end of warming are one patch");
+    assert!(out.contains("warming v1"), "{out}");
+    assert!(out.contains("v1: 720000 records behind the head"), "{out}");
+    assert!(out.contains("v1 is current; patched StreamJob payments/tx-stats"), "{out}");
+}
+
+#[tokio::test]
+async fn rollback_wait_gives_up_after_its_timeout_and_stops_warming() {
+    let kube = FakeKube::new();
+    Fixture::at("v2")
+        .row("v1", Retained)
+        .retired_at("2026-03-01T09:00:00Z")
+        .with(|r| r.current = Some(false))
+        .row("v2", Live)
+        .insert(&kube);
+
+    let err = rollback_wait(&kube, "v1", Duration::from_millis(200)).await.unwrap_err();
+
+    assert!(err.to_string().contains("v1 did not become current within"), "{err}");
+    let job = stored(&kube);
+    assert_eq!(job.spec.active_version, None, "the alias was not moved");
+    assert_eq!(warm_annotation(&job), None, "v1's engine is no longer asked for");
 }

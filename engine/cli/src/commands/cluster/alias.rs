@@ -1,17 +1,25 @@
 //! Moving the alias: `kappa promote` approves `spec.version` (or pins another complete
 //! version), `kappa rollback` pins a previous one. Both send one merge patch to the StreamJob;
 //! the operator then swaps the alias.
+//!
+//! A rollback is the emergency path: the pin moves the alias at once, even to a version whose
+//! engine was stopped and whose index therefore misses everything since (the command says how
+//! far behind it is; its engine resumes and catches up). `kappa rollback --wait` trades
+//! speed for completeness: it first asks the operator to run the target's engine
+//! (annotation `kappa.dev/warm-version`), waits until the target's index is current by the
+//! caught-up rule, and only then pins it.
 
 use std::io::Write;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use kappa_crds::{PromotionMode, StreamJob, VersionPhase, VersionStatus};
-use kappa_operator::names::ANNOTATION_APPROVE;
+use kappa_operator::names::{ANNOTATION_APPROVE, ANNOTATION_WARM_VERSION};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
+use super::status::behind_text;
 use super::{can_serve, fetch, is_previous, job_ref, rows, serving_versions};
 
 /// Field manager of the CLI's patches (visible in `metadata.managedFields`).
@@ -195,11 +203,26 @@ pub fn next_step(job: &StreamJob, change: &AliasChange) -> String {
             "{version} is already live; the pin keeps the alias there until `kappa promote \
              {name}` removes it"
         ),
-        AliasChange::Pin { .. } => format!(
-            "the operator moves alias {alias} to {index} on its next reconcile (a pin needs no \
-             approval); `kappa promote {name}` returns the alias to spec.version ({})",
-            job.spec.version
-        ),
+        AliasChange::Pin { version, .. } => {
+            let row = rows(job).iter().find(|r| &r.version == version);
+            let catching_up = match row {
+                Some(r) if r.current == Some(true) => format!("; {version}'s index is current"),
+                Some(r) => format!(
+                    "; {version} is {}: its engine resumes from its checkpoint and catches up, \
+                     and until then readers see its index as it was when it stopped (`kappa \
+                     status {name}` shows when it is current; `kappa rollback --wait` switches \
+                     only once it is)",
+                    behind_text(r)
+                ),
+                None => String::new(),
+            };
+            format!(
+                "the operator moves alias {alias} to {index} on its next reconcile (a pin needs \
+                 no approval){catching_up}; `kappa promote {name}` returns the alias to \
+                 spec.version ({})",
+                job.spec.version
+            )
+        }
         AliasChange::Approve { version, cleared_pin } => {
             let row = rows(job).iter().find(|r| &r.version == version);
             let auto = if job.spec.promotion.mode == PromotionMode::Auto {
@@ -221,6 +244,10 @@ pub fn next_step(job: &StreamJob, change: &AliasChange) -> String {
                         job.spec.promotion.max_lag, job.spec.promotion.stable_for
                     )
                 }
+                Some(_) if row.is_some_and(|r| r.current == Some(false)) => format!(
+                    "the operator moves alias {alias} to {index} once {version}'s index is \
+                     current again (its engine runs and catches up){gate}{auto}"
+                ),
                 Some(_) => format!(
                     "the operator moves alias {alias} to {index} on its next reconcile{gate}{auto}"
                 ),
@@ -261,6 +288,118 @@ pub async fn rollback(
     let current = fetch(&api, ns, job).await?;
     let change = plan_rollback(&current, to)?;
     apply(&api, &current, &change, out).await
+}
+
+/// How `kappa rollback --wait` waits for its target.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitOptions {
+    /// Give up (and stop warming the target) after this long.
+    pub timeout: std::time::Duration,
+    /// Time between polls of the StreamJob.
+    pub interval: std::time::Duration,
+}
+
+/// The merge patch that asks the operator to run `version`'s engine (`Some`) or stops asking
+/// (`None`).
+///
+/// ```
+/// use kappa_cli::cluster::alias::warm_patch;
+/// assert_eq!(
+///     warm_patch(Some("v1")),
+///     serde_json::json!({"metadata": {"annotations": {"kappa.dev/warm-version": "v1"}}})
+/// );
+/// ```
+pub fn warm_patch(version: Option<&str>) -> Value {
+    json!({"metadata": {"annotations": {ANNOTATION_WARM_VERSION: version}}})
+}
+
+/// `kappa rollback JOB [--to VERSION] --wait`: warms the target, waits until its index is
+/// current by the caught-up rule, then pins it (and stops warming it) in one patch. On
+/// timeout or Ctrl-C it stops warming the target, leaves the alias where it is and fails.
+pub async fn rollback_when_current(
+    client: Client,
+    ns: &str,
+    job: &str,
+    to: Option<&str>,
+    wait: WaitOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let api: Api<StreamJob> = Api::namespaced(client, ns);
+    let current = fetch(&api, ns, job).await?;
+    let change = plan_rollback(&current, to)?;
+    let version = change.version().to_owned();
+    let is_current =
+        |j: &StreamJob| rows(j).iter().any(|r| r.version == version && r.current == Some(true));
+    let params =
+        PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+    if !is_current(&current) {
+        api.patch(job, &params, &Patch::Merge(warm_patch(Some(&version))))
+            .await
+            .with_context(|| format!("cannot patch StreamJob {}", job_ref(&current)))?;
+        let live = current.status.as_ref().and_then(|s| s.live_version.clone());
+        writeln!(
+            out,
+            "warming {version}: the operator runs its engine so that its index catches up; the \
+             alias stays on {} until then",
+            live.as_deref().unwrap_or("its current target")
+        )?;
+        let deadline = std::time::Instant::now() + wait.timeout;
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        let mut last = String::new();
+        loop {
+            let latest = fetch(&api, ns, job).await?;
+            if is_current(&latest) {
+                break;
+            }
+            let row = rows(&latest).iter().find(|r| r.version == version).cloned();
+            if let Some(row) = &row {
+                if !can_serve(row.phase) {
+                    let _ = api.patch(job, &params, &Patch::Merge(warm_patch(None))).await;
+                    bail!(
+                        "{version} is {:?} now and can no longer serve the alias; nothing was \
+                         pinned",
+                        row.phase
+                    );
+                }
+                let line = format!("{version}: {}", behind_text(row));
+                if line != last {
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
+                    last = line;
+                }
+            }
+            let gave_up = tokio::select! {
+                _ = tokio::time::sleep(wait.interval) => std::time::Instant::now() >= deadline,
+                _ = &mut interrupted => true,
+            };
+            if gave_up {
+                let _ = api.patch(job, &params, &Patch::Merge(warm_patch(None))).await;
+                bail!(
+                    "{version} did not become current within {:?} (or the wait was \
+                     interrupted); the alias was not moved and {version}'s engine is no longer \
+                     kept running for it. `kappa rollback {job} --to {version}` without --wait \
+                     switches at once",
+                    wait.timeout
+                );
+            }
+        }
+    }
+    let latest = fetch(&api, ns, job).await?;
+    let change = plan_rollback(&latest, Some(&version))?;
+    let mut patch = change.merge_patch();
+    patch["metadata"] = json!({"annotations": {ANNOTATION_WARM_VERSION: null}});
+    api.patch(job, &params, &Patch::Merge(patch))
+        .await
+        .with_context(|| format!("cannot patch StreamJob {}", job_ref(&latest)))?;
+    writeln!(
+        out,
+        "{version} is current; patched StreamJob {}: {}",
+        job_ref(&latest),
+        change.describe()
+    )?;
+    writeln!(out, "next: {}", next_step(&latest, &change))?;
+    Ok(())
 }
 
 async fn apply(

@@ -17,7 +17,7 @@ use kube::Api;
 pub mod alias;
 pub mod status;
 
-pub use alias::{promote, rollback};
+pub use alias::{promote, rollback, rollback_when_current, WaitOptions};
 pub use status::{status, ProgressDisplay, StatusOptions};
 
 /// The StreamJob to act on.
@@ -69,6 +69,14 @@ pub struct RollbackArgs {
     /// The version to pin (default: the most recently retired one).
     #[arg(long = "to")]
     to: Option<String>,
+    /// Switch only once the target's index has caught up (by the caught-up rule of
+    /// spec.promotion): its engine is run first if it was stopped. Without it the alias moves
+    /// at once and the target catches up while serving.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this long (the alias is then left where it is).
+    #[arg(long, default_value = "30m", value_parser = super::run::parse_duration, requires = "wait")]
+    timeout: Duration,
 }
 
 /// `kappa status`: connects with the kubeconfig and prints the job's versions.
@@ -97,7 +105,13 @@ pub async fn run_promote(args: &PromoteArgs) -> anyhow::Result<ExitCode> {
 pub async fn run_rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let (client, ns) = connect(&args.target).await?;
     let mut out = std::io::stdout();
-    rollback(client, &ns, &args.target.job, args.to.as_deref(), &mut out).await?;
+    if args.wait {
+        let wait = WaitOptions { timeout: args.timeout, interval: Duration::from_secs(2) };
+        rollback_when_current(client, &ns, &args.target.job, args.to.as_deref(), wait, &mut out)
+            .await?;
+    } else {
+        rollback(client, &ns, &args.target.job, args.to.as_deref(), &mut out).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

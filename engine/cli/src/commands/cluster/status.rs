@@ -338,6 +338,13 @@ pub fn format_status(job: &StreamJob, now: DateTime<Utc>) -> String {
                 format!("{:?}", r.phase),
                 if live == Some(r.version.as_str()) { "*".into() } else { String::new() },
                 lag_of(r).map_or("-".into(), |l| l.to_string()),
+                r.index_lag.map_or("-".into(), |l| l.to_string()),
+                r.backlog.map_or("-".into(), |b| b.to_string()),
+                match r.current {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "-".into(),
+                },
                 r.watermark.clone().unwrap_or_else(|| "-".into()),
                 age(r.started_at.as_deref(), now),
                 r.message.clone().unwrap_or_default(),
@@ -348,9 +355,31 @@ pub fn format_status(job: &StreamJob, now: DateTime<Utc>) -> String {
         text.push_str("no versions reported yet\n");
     } else {
         text.push_str(&table(
-            &["VERSION", "PHASE", "LIVE", "LAG", "WATERMARK", "AGE", "MESSAGE"],
+            &[
+                "VERSION",
+                "PHASE",
+                "LIVE",
+                "LAG",
+                "INDEX LAG",
+                "BACKLOG",
+                "CURRENT",
+                "WATERMARK",
+                "AGE",
+                "MESSAGE",
+            ],
             &version_rows,
         ));
+    }
+    if let Some(row) = status.versions.iter().find(|r| Some(r.version.as_str()) == live) {
+        if row.current == Some(false) {
+            text.push_str(&format!(
+                "the live version {} is catching up: {}; readers see its index as of the \
+                 records it has written (watermark {})\n",
+                row.version,
+                behind_text(row),
+                row.watermark.as_deref().unwrap_or("unknown")
+            ));
+        }
     }
 
     let condition_rows: Vec<Vec<String>> = status
@@ -378,6 +407,42 @@ pub fn format_status(job: &StreamJob, now: DateTime<Utc>) -> String {
             "{} is caught up and waits for approval: kappa promote {name}\n",
             job.spec.version
         ));
+    }
+    text
+}
+
+/// How far a version is behind the head, from its row: records, records not in its index yet,
+/// documents to write and log time, as far as they are known.
+///
+/// ```
+/// use kappa_cli::cluster::status::behind_text;
+/// let mut row = kappa_crds::VersionStatus::pending("v1", "tx-stats-v1".into());
+/// row.lag = Some(720_000);
+/// row.delay_seconds = Some(7_200);
+/// assert_eq!(behind_text(&row), "720000 records and 2h00m of log time behind the head");
+/// ```
+pub fn behind_text(row: &VersionStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(lag) = lag_of(row) {
+        parts.push(format!("{lag} records"));
+    }
+    if let Some(delay) = row.delay_seconds {
+        parts.push(format!(
+            "{} of log time",
+            format_duration(Duration::from_secs(delay.max(0) as u64))
+        ));
+    }
+    let mut text = if parts.is_empty() {
+        "how far it is behind is not known yet".to_owned()
+    } else {
+        format!("{} behind the head", parts.join(" and "))
+    };
+    if let (Some(index_lag), Some(backlog)) = (row.index_lag, row.backlog) {
+        if index_lag > lag_of(row).unwrap_or(0) || backlog > 0 {
+            text.push_str(&format!(
+                ", {backlog} documents to write ({index_lag} records not in its index yet)"
+            ));
+        }
     }
     text
 }
@@ -455,6 +520,9 @@ mod tests {
     fn the_table_lists_every_version_with_the_live_marker_and_the_conditions() {
         let mut v1 = row("v1", Live);
         v1.lag = Some(12);
+        v1.index_lag = Some(40);
+        v1.backlog = Some(3);
+        v1.current = Some(true);
         v1.watermark = Some("2026-03-01T11:59:00Z".into());
         v1.started_at = Some("2026-03-01T10:00:00Z".into());
         let mut v0 = row("v0", Failed);
@@ -472,14 +540,39 @@ mod tests {
         let text = format_status(&j, now);
         let expected = "\
 StreamJob payments/tx-stats: spec.version v2, live v1, alias tx-stats, promotion auto
-VERSION  PHASE      LIVE  LAG   WATERMARK             AGE    MESSAGE
-v0       Failed           -     -                     -      replay refused: partition 0 starts at 500
-v1       Live       *     12    2026-03-01T11:59:00Z  2h05m
-v2       Replaying        3800  -                     -
+VERSION  PHASE      LIVE  LAG   INDEX LAG  BACKLOG  CURRENT  WATERMARK             AGE    MESSAGE
+v0       Failed           -     -          -        -        -                     -      replay refused: partition 0 starts at 500
+v1       Live       *     12    40         3        yes      2026-03-01T11:59:00Z  2h05m
+v2       Replaying        3800  -          -        -        -                     -
 CONDITION  STATUS  REASON  MESSAGE
 Ready      True    Live    alias tx-stats serves tx-stats-v1
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_live_version_that_is_catching_up_says_how_far_behind_it_is() {
+        let mut v1 = row("v1", Live);
+        v1.lag = Some(5_000);
+        v1.index_lag = Some(9_000);
+        v1.backlog = Some(1_200);
+        v1.delay_seconds = Some(150);
+        v1.current = Some(false);
+        v1.watermark = Some("2026-03-01T11:00:00.000Z".into());
+        let mut j = job("v2", vec![v1, row("v2", RolledBack)]);
+        j.status.as_mut().unwrap().live_version = Some("v1".into());
+        let text = format_status(&j, Utc::now());
+        assert!(
+            text.contains(
+                "the live version v1 is catching up: 5000 records and 2m30s of log time behind \
+                 the head, 1200 documents to write (9000 records not in its index yet); readers \
+                 see its index as of the records it has written (watermark \
+                 2026-03-01T11:00:00.000Z)"
+            ),
+            "{text}"
+        );
+        j.status.as_mut().unwrap().versions[0].current = Some(true);
+        assert!(!format_status(&j, Utc::now()).contains("catching up"));
     }
 
     #[test]
