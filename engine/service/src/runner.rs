@@ -585,7 +585,12 @@ impl Engine {
         let bytes = snapshot.len() as u64;
         let taken_at_ms = now_ms();
         self.store.save(&Checkpoint { seq: self.next_seq, taken_at_ms, snapshot })?;
-        self.source.commit(self.processor.positions())?;
+        // The committed offsets mirror the checkpoint for lag tools; the checkpoint is what a
+        // restart resumes from. A group coordinator that is briefly unavailable must not stop
+        // the engine: the next checkpoint commits again.
+        if let Err(e) = self.source.commit(self.processor.positions()) {
+            tracing::warn!(error = %e, "offsets not committed to the consumer group this time");
+        }
         let elapsed = started.elapsed();
         self.checkpoints += 1;
         self.board.metrics.checkpoints.inc();
