@@ -30,6 +30,24 @@ KAPPA_OSMEM_BIN=$(ls "$PWD"/$venv/lib/python3*/site-packages/osmem_server/bin/os
 export KAPPA_OSMEM_BIN
 "$KAPPA_OSMEM_BIN" -version
 
+echo "==> OpenSearch peer"
+# A real OpenSearch node for the tests that need a real one (documents searchable only after a
+# refresh): tests/peers/opensearch.sh fetches the pinned integ-test zip from Maven Central with
+# mvn into ${XDG_CACHE_HOME:-~/.cache}/kappa once, and runs each node as the system user
+# kappa-peer (OpenSearch refuses root). OpenSearch 2.x needs Java 11 to 23; Debian's is 17.
+java_packages=()
+command -v java >/dev/null 2>&1 || java_packages+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || java_packages+=(maven)
+if [ ${#java_packages[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq --no-install-recommends "${java_packages[@]}"; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${java_packages[@]}"
+  fi
+fi
+java -version 2>&1 | head -n 1
+bash tests/peers/opensearch.sh install
+
 echo "==> chart renderer"
 # tests/helm-render renders the Helm chart for operator/tests/chart.rs as `helm template` does.
 # No Helm binary is packaged; Go and the libraries Helm renders with are (Debian).

@@ -51,3 +51,28 @@ pub fn tx_stats_job_record_time(
     }
     out
 }
+
+/// The many-small-windows workload of the reference job: 130k records from 64 servers over
+/// 3.5 days of log time. At the head about 104k windows are open (3-day lateness) and 18k are
+/// final, with about one record each, so an engine that reaches the head still has some 104k
+/// documents to write before its index is complete. Its 24 MB fit MockCluster's 5 MB per
+/// partition over 8 partitions.
+pub fn many_small_windows(seed: u64) -> kappa_engine::gen::GenConfig {
+    kappa_engine::gen::GenConfig {
+        records: 130_000,
+        seed,
+        servers: 64,
+        rate_per_sec: 0.43,
+        ..kappa_engine::gen::GenConfig::default()
+    }
+}
+
+/// Windows of `reference` that are still open at the head of its log.
+pub fn open_windows(reference: &crate::reference::Reference) -> usize {
+    use crate::reference::{LATENESS_MS, WINDOW_MS};
+    reference
+        .windows
+        .keys()
+        .filter(|(start, ..)| reference.max_log < start + WINDOW_MS + LATENESS_MS)
+        .count()
+}

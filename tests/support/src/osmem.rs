@@ -129,9 +129,9 @@ pub struct AliasWatch {
 }
 
 impl AliasWatch {
-    /// Starts polling `GET /_alias/{alias}` every 5 ms.
-    pub fn start(es: &OsmemServer, alias: &str) -> Self {
-        let (url, alias) = (es.url(), alias.to_owned());
+    /// Starts polling `GET /_alias/{alias}` of the server at `url` every 5 ms.
+    pub fn start(url: &str, alias: &str) -> Self {
+        let (url, alias) = (url.to_owned(), alias.to_owned());
         let stop = Arc::new(AtomicBool::new(false));
         let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
         let thread = {

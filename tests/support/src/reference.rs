@@ -51,7 +51,7 @@ fn millis(v: Option<&Json>) -> Result<i64, &'static str> {
     }
 }
 
-fn judge(line: &str, record_time: Option<i64>) -> Verdict {
+fn judge(line: &str, record_time: Option<i64>, drop_failures: bool) -> Verdict {
     let Ok(v) = serde_json::from_str::<Json>(line) else { return Verdict::Dead("malformed_json") };
     if !v.is_object() {
         return Verdict::Dead("not_an_object");
@@ -69,6 +69,7 @@ fn judge(line: &str, record_time: Option<i64>) -> Verdict {
     }
     match v.get("status") {
         Some(Json::String(s)) if s == "test" => return Verdict::Filtered,
+        Some(Json::String(s)) if drop_failures && s == "fail" => return Verdict::Filtered,
         Some(Json::String(_)) => {}
         _ => return Verdict::Dead("expression_error"),
     }
@@ -120,9 +121,23 @@ impl Reference {
         Self::compute_with(partitions, None)
     }
 
+    /// [`Self::compute`] for the job whose filter also drops failed transactions
+    /// (`status != 'test' && status != 'fail'`, the "v1" of the blue/green tests).
+    pub fn compute_without_failures(partitions: &[Vec<String>]) -> Self {
+        Self::compute_filtered(partitions, None, true)
+    }
+
     /// [`Self::compute`] with log time from the records' Kafka timestamps when given (a job
     /// without `pipeline.logTime`).
     pub fn compute_with(partitions: &[Vec<String>], record_times: Option<&[Vec<i64>]>) -> Self {
+        Self::compute_filtered(partitions, record_times, false)
+    }
+
+    fn compute_filtered(
+        partitions: &[Vec<String>],
+        record_times: Option<&[Vec<i64>]>,
+        drop_failures: bool,
+    ) -> Self {
         let mut r = Reference { max_log: i64::MIN, ..Reference::default() };
         for (p, lines) in partitions.iter().enumerate() {
             for (offset, line) in lines.iter().enumerate() {
@@ -137,7 +152,7 @@ impl Reference {
                         }
                     }
                 }
-                match judge(line, record_time) {
+                match judge(line, record_time, drop_failures) {
                     Verdict::Dead(reason) => {
                         r.dead.insert((p as u32, offset as i64), reason);
                     }
