@@ -22,9 +22,11 @@ use kappa_operator::metrics::Metrics;
 use kappa_operator::{build, names};
 use kappa_service::status::StatusBoard;
 use kappa_service::{CheckpointLocation, EngineConfig};
+use kappa_testkit::elastic::ElasticPeer;
 use kappa_testkit::kafka::MockKafka;
 use kappa_testkit::kube_api::FakeKube;
-use kappa_testkit::osmem::{AliasWatch, OsmemServer};
+use kappa_testkit::osmem::AliasWatch;
+use kappa_testkit::reader::{AliasRead, AliasReader};
 use kappa_testkit::reference::Reference;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -34,6 +36,8 @@ const NS: &str = "payments";
 const JOB: &str = "tx-stats";
 const TOPIC: &str = "tx-logs";
 const PARTITIONS: usize = 3;
+/// Partitions of the many-small-windows workload (MockCluster keeps ~5 MB per partition).
+const BACKLOG_PARTITIONS: usize = 8;
 
 /// One engine process of a version, run in-process.
 struct Engine {
@@ -111,6 +115,7 @@ impl Kubelet {
         config.checkpoint = CheckpointLocation::Directory(self.disk(version));
         config.checkpoint_interval = Duration::from_millis(200);
         config.flush_interval = Duration::from_millis(200);
+        config.shutdown_drain = Duration::from_secs(5);
         let board = Arc::new(StatusBoard::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let handle = self.runtime.as_ref().expect("the kubelet runs").handle().clone();
@@ -167,25 +172,35 @@ impl Drop for Kubelet {
 
 /// The operator's world for one test.
 struct Harness {
+    // Fields drop in this order: the engines stop (with their final checkpoint) while Kafka
+    // and Elasticsearch still answer.
+    kubelet: Kubelet,
     kube: FakeKube,
     kafka: MockKafka,
-    es: OsmemServer,
-    kubelet: Kubelet,
+    es: ElasticPeer,
     ctx: Arc<Context>,
     lines: Vec<Vec<String>>,
 }
 
 impl Harness {
     async fn new(records: u64, settings: Settings) -> Self {
+        let cfg = GenConfig { records, seed: 7, ..GenConfig::default() };
+        Self::with_workload(&cfg, PARTITIONS, settings, ElasticPeer::osmem()).await
+    }
+
+    async fn with_workload(
+        cfg: &GenConfig,
+        partitions: usize,
+        settings: Settings,
+        es: ElasticPeer,
+    ) -> Self {
         let kafka = MockKafka::new();
-        kafka.create_topic(TOPIC, PARTITIONS as i32);
+        kafka.create_topic(TOPIC, partitions as i32);
         for version in ["v1", "v2"] {
             let group = kappa_crds::consumer_group(NS, JOB, version);
             kafka.create_topic(&format!("{group}.dead-letters"), 1);
         }
-        let cfg = GenConfig { records, seed: 7, ..GenConfig::default() };
-        let lines = kafka.produce_workload(TOPIC, &cfg, PARTITIONS);
-        let es = OsmemServer::start();
+        let lines = kafka.produce_workload(TOPIC, cfg, partitions);
         let kube = FakeKube::new();
         let kubelet = Kubelet::new();
         let ctx = Arc::new(Context::with_locator(
@@ -241,7 +256,7 @@ impl Harness {
         what: &str,
         done: impl Fn(&StreamJob) -> bool,
     ) -> StreamJob {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + Duration::from_secs(240);
         loop {
             self.reconcile().await;
             let job = self.stored().expect("the job exists");
@@ -286,11 +301,11 @@ impl Harness {
         }
         // One more flush, so late updates of open windows have landed.
         std::thread::sleep(Duration::from_millis(600));
-        reference.assert_documents(&self.es.search_all(JOB));
+        reference.assert_documents(&self.es.documents(JOB));
     }
 
     fn failures_through_alias(&self) -> u64 {
-        self.es.search_all(JOB).iter().map(|d| d["failures"].as_u64().unwrap_or(0)).sum()
+        self.es.documents(JOB).iter().map(|d| d["failures"].as_u64().unwrap_or(0)).sum()
     }
 }
 
@@ -307,7 +322,7 @@ const V2_FILTER: &str = "status != 'test'";
 async fn blue_green_promotion_rollback_and_retain_deletion() {
     let mut h = Harness::new(20_000, Settings::default()).await;
     let reference = Reference::compute(&h.lines);
-    let watch = AliasWatch::start(&h.es, JOB);
+    let watch = AliasWatch::start(&h.es.url(), JOB);
 
     // v1 is created: its ConfigMap, Deployment and Service exist, owned by the job.
     let mut v1 = h.job("v1", V1_FILTER);
@@ -425,6 +440,105 @@ async fn blue_green_promotion_rollback_and_retain_deletion() {
     assert!(h.es.count(&Harness::index("v1")) > 0 && h.es.count(&Harness::index("v2")) > 0);
     assert_eq!(h.alias(), [Harness::index("v1")]);
     rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
+}
+
+/// Asserts that what a reader saw through the alias right after it moved to `index` is the
+/// batch reference, every window with its values and finality: a complete index.
+fn assert_complete_read(read: &AliasRead, index: &str, reference: &Reference) {
+    assert_eq!(read.targets, [index], "the alias moved to {index}");
+    assert_eq!(
+        read.docs.len(),
+        reference.windows.len(),
+        "a reader of {index} right after the move found {} of {} windows",
+        read.docs.len(),
+        reference.windows.len()
+    );
+    reference.assert_documents(&read.docs);
+}
+
+/// The defect this guards against: an engine that has read up to the head still has every
+/// open window to write, and an alias moved then shows readers a partial index. With about
+/// 104k open windows (several flush intervals of writing) and `stableFor: 1s`, a reader who
+/// reads through the alias the moment it moves finds every window with its batch value: at
+/// the first promotion, at a manually approved swap from v1 to v2, and at a rollback to the
+/// warm v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_find_a_complete_index_at_every_alias_move() {
+    let workload = kappa_testkit::job::many_small_windows(5);
+    let es = ElasticPeer::opensearch();
+    let mut h =
+        Harness::with_workload(&workload, BACKLOG_PARTITIONS, Settings::default(), es).await;
+    let v1_reference = Reference::compute_without_failures(&h.lines);
+    let v2_reference = Reference::compute(&h.lines);
+    let open = kappa_testkit::job::open_windows(&v2_reference);
+    assert!(open >= 100_000, "the workload leaves {open} windows open at the head");
+    let reader = AliasReader::start(&h.es.url(), JOB);
+    let warm = |mut job: StreamJob| {
+        job.spec.retention.warm_for = "10m".into();
+        // Acknowledged documents become searchable only at a refresh. With a long interval,
+        // only the operator's refresh before the swap can make the whole index visible at
+        // the moment readers arrive.
+        job.spec.sink.elasticsearch.index_settings =
+            Some(json!({"refresh_interval": "30s", "number_of_replicas": 0}));
+        job
+    };
+
+    // First promotion: v1 (auto) goes live once its index is complete.
+    h.apply(&warm(h.job("v1", V1_FILTER)));
+    h.reconcile_until("v1 to go live", |j| Harness::phase(j, "v1") == Some(VersionPhase::Live))
+        .await;
+
+    // v2 (manual): it catches up, the engine reports the backlog it writes after the replay,
+    // and the alias moves when v2 is approved.
+    let mut v2 = warm(h.job("v2", V2_FILTER));
+    v2.spec.promotion.mode = kappa_crds::PromotionMode::Manual;
+    h.apply(&v2);
+    let mut largest_backlog = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        h.reconcile().await;
+        let job = h.stored().unwrap();
+        let row = job.status.as_ref().and_then(|s| s.versions.iter().find(|r| r.version == "v2"));
+        largest_backlog = largest_backlog.max(row.and_then(|r| r.backlog).unwrap_or(0));
+        if Harness::phase(&job, "v2") == Some(VersionPhase::CaughtUp) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "v2 did not catch up: {:#?}", job.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        largest_backlog >= 50_000,
+        "v2's engine reported a backlog of at most {largest_backlog} documents after its replay"
+    );
+    assert_eq!(h.alias(), [Harness::index("v1")], "manual: v1 serves until approval");
+    let mut approved = h.stored().unwrap();
+    approved
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(names::ANNOTATION_APPROVE.to_owned(), "v2".to_owned());
+    h.kube.insert(approved); // as `kappa promote` patches it (apply() keeps stored metadata)
+    h.reconcile_until("v2 to go live", |j| Harness::phase(j, "v2") == Some(VersionPhase::Live))
+        .await;
+
+    // Rollback to v1, kept warm and current: the alias moves at once.
+    let mut rollback = h.stored().unwrap();
+    rollback.spec.active_version = Some("v1".into());
+    h.apply(&rollback);
+    h.reconcile_until("the rollback", |j| Harness::phase(j, "v1") == Some(VersionPhase::Live))
+        .await;
+
+    // Every move has been read (the reader reads right after seeing it).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while reader.reads().len() < 3 {
+        assert!(Instant::now() < deadline, "the reader did not finish reading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (reads, states) = reader.finish();
+    assert_eq!(states.iter().filter(|s| !s.is_empty()).count(), 3, "three moves: {states:?}");
+    assert_complete_read(&reads[0], &Harness::index("v1"), &v1_reference);
+    assert_complete_read(&reads[1], &Harness::index("v2"), &v2_reference);
+    assert_complete_read(&reads[2], &Harness::index("v1"), &v1_reference);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

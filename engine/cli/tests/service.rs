@@ -35,6 +35,9 @@ struct World {
     alias: String,
     version: String,
     checkpoint_interval: &'static str,
+    partitions: usize,
+    /// Arguments every `kappa run` of this world gets.
+    args: Vec<String>,
 }
 
 impl World {
@@ -44,17 +47,21 @@ impl World {
 
     /// `record_time`: the job has no `pipeline.logTime`, so log time is the Kafka timestamp.
     fn with_log_time(records: u64, seed: u64, alias: &str, record_time: bool) -> Self {
+        let cfg = GenConfig { records, seed, ..GenConfig::default() };
+        Self::with_workload(&cfg, PARTITIONS, alias, record_time)
+    }
+
+    fn with_workload(cfg: &GenConfig, partitions: usize, alias: &str, record_time: bool) -> Self {
         let kafka = MockKafka::new();
-        kafka.create_topic(TOPIC, PARTITIONS as i32);
+        kafka.create_topic(TOPIC, partitions as i32);
         let version = "v1".to_owned();
         let group = format!("{GROUP_PREFIX}.{version}");
         kafka.create_topic(&format!("{group}.checkpoints"), 1);
         kafka.create_topic(&format!("{group}.dead-letters"), 1);
-        let cfg = GenConfig { records, seed, ..GenConfig::default() };
         // With record-time log time, the Kafka timestamps run 2 h after `logged_time`, so the
         // lateness rule and finality tell the two log times apart.
         let shift = if record_time { 2 * 3_600_000 } else { 0 };
-        let (lines, times) = kafka.produce_workload_timed(TOPIC, &cfg, PARTITIONS, shift);
+        let (lines, times) = kafka.produce_workload_timed(TOPIC, cfg, partitions, shift);
         let reference = Reference::compute_with(&lines, record_time.then_some(&times[..]));
         if record_time {
             let by_field = Reference::compute(&lines);
@@ -70,7 +77,19 @@ impl World {
         let yaml = if record_time { tx_stats_job_record_time } else { tx_stats_job };
         std::fs::write(&job, yaml(&kafka.bootstrap(), &es.url(), alias, &version)).unwrap();
         let (alias, checkpoint_interval) = (alias.to_owned(), "500ms");
-        Self { kafka, es, lines, reference, dir, job, alias, version, checkpoint_interval }
+        Self {
+            kafka,
+            es,
+            lines,
+            reference,
+            dir,
+            job,
+            alias,
+            version,
+            checkpoint_interval,
+            partitions,
+            args: Vec::new(),
+        }
     }
 
     fn group(&self) -> String {
@@ -96,6 +115,7 @@ impl World {
             .args(["run", "-f", self.job.to_str().unwrap()])
             .args(["--status-addr", &format!("127.0.0.1:{port}")])
             .args(["--checkpoint-interval", self.checkpoint_interval, "--flush-interval", "200ms"])
+            .args(&self.args)
             .args(extra)
             .env("KAPPA_LOG", "info")
             .stdout(Stdio::null())
@@ -118,7 +138,7 @@ impl World {
 
     /// The index through the alias-less index name, checked against the reference.
     fn assert_index_equals_reference(&self) -> usize {
-        let docs = self.es.search_all(&self.index());
+        let docs = kappa_testkit::reader::scroll_all(&self.es.url(), &self.index());
         let worst = self.reference.assert_documents(&docs);
         eprintln!(
             "{} documents equal the reference (worst distinct error {:.3}%)",
@@ -157,7 +177,7 @@ impl World {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..self.partitions {
             tpl.add_partition(TOPIC, p as i32);
         }
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
@@ -341,6 +361,60 @@ fn kill_9_during_the_replay_loses_and_double_counts_nothing() {
     world.assert_committed_to_the_end();
 }
 
+/// At the switch from replay to live, every open window (~104k here) is still to write. A
+/// checkpoint is taken during that backlog, while the index does not even answer (paused), and
+/// a kill -9 right after it loses nothing: the restart resumes from that checkpoint, writes
+/// what it held, and the index ends equal to the batch reference.
+#[test]
+fn kill_9_during_a_live_backlog_resumes_from_a_checkpoint_taken_in_the_backlog() {
+    let mut world =
+        World::with_workload(&kappa_testkit::job::many_small_windows(21), 8, "backlog", false);
+    // A checkpoint of this state is ~18 MB, more than MockCluster keeps of a partition (5 MB):
+    // checkpoints go to files here (the Kafka store is tested with the other tests).
+    let checkpoints = world.dir.path().join("checkpoints");
+    world.args = vec!["--checkpoint-dir".into(), checkpoints.to_str().unwrap().into()];
+    let open = kappa_testkit::job::open_windows(&world.reference);
+    assert!(open >= 100_000, "{open} windows are open at the head");
+    let port = free_port();
+    let mut child = world.engine(port, &[]);
+    // Read up to the head: the engine is live with its open windows still to write.
+    let live = wait_status(port, Duration::from_secs(180), "the switch to live", |s| {
+        s["phase"] == "live" && s["backlog"]["documents"].as_u64().unwrap_or(0) >= 50_000
+    });
+    eprintln!(
+        "at the switch to live: backlog {}, index lag {}",
+        live["backlog"], live["total_index_lag"]
+    );
+    assert!(live["total_index_lag"].as_i64().unwrap() > 0, "the index is not complete: {live}");
+    let seq_before = live["last_checkpoint"]["seq"].as_u64().unwrap_or(0);
+    world.es.pause();
+    let during =
+        wait_status(port, Duration::from_secs(30), "a checkpoint during the backlog", |s| {
+            let cp = &s["last_checkpoint"];
+            cp["seq"].as_u64().unwrap_or(0) > seq_before + 1
+                && cp["unstaged_windows"].as_u64().unwrap_or(0)
+                    + cp["undelivered_documents"].as_u64().unwrap_or(0)
+                    >= 50_000
+        });
+    let checkpoint = during["last_checkpoint"].clone();
+    eprintln!("checkpoint during the backlog, with the index paused: {checkpoint}");
+    kill9(&mut child);
+    world.es.resume();
+
+    let log = world.run_until_caught_up();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resumed from checkpoint"))
+        .unwrap_or_else(|| panic!("the restart did not resume from a checkpoint:\n{log}"));
+    let seq = checkpoint["seq"].as_u64().unwrap();
+    let resumed_seq = log_field(resumed, "seq").expect("the resumed checkpoint's seq");
+    assert!(resumed_seq >= seq, "resumed from the checkpoint taken in the backlog: {resumed}");
+    let backlog = log_field(resumed, "backlog").expect("the restored backlog");
+    assert!(backlog > 0, "the restored checkpoint held documents still to write: {resumed}");
+    world.assert_index_equals_reference();
+    world.assert_dead_letters();
+}
+
 #[test]
 fn a_sink_outage_degrades_then_recovers_without_loss() {
     let world = World::new(100_000, 13, "outage");
@@ -397,16 +471,28 @@ fn assert_status_and_metrics(port: u16, s: &Json, world: &World) {
     assert_eq!(s["consumer_group"], Json::from(world.group()));
     assert!(["replaying", "live"].contains(&s["phase"].as_str().unwrap()), "{s}");
     let parts = s["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), PARTITIONS);
-    let mut lag = 0;
+    assert_eq!(parts.len(), world.partitions);
+    let (mut lag, mut index_lag) = (0, 0);
     for p in parts {
         let id = p["partition"].as_u64().unwrap() as usize;
         let high = p["high_watermark"].as_i64().unwrap();
         assert_eq!(high, world.lines[id].len() as i64, "{p}");
         assert_eq!(p["lag"].as_i64().unwrap(), high - 1 - p["processed_offset"].as_i64().unwrap());
+        // The index trails the consumer: what is read is not all written yet.
+        let indexed = p["indexed_offset"].as_i64().unwrap();
+        assert!(indexed <= p["processed_offset"].as_i64().unwrap(), "{p}");
+        assert_eq!(p["index_lag"].as_i64().unwrap(), high - 1 - indexed, "{p}");
         lag += p["lag"].as_i64().unwrap();
+        index_lag += p["index_lag"].as_i64().unwrap();
     }
     assert_eq!(s["total_lag"].as_i64(), Some(lag));
+    assert_eq!(s["total_index_lag"].as_i64(), Some(index_lag));
+    assert!(index_lag > lag, "mid-replay, open windows are not written yet: {s}");
+    let backlog = &s["backlog"];
+    assert!(
+        backlog["documents"].as_u64().unwrap() >= backlog["unstaged_windows"].as_u64().unwrap()
+    );
+    assert!(backlog["unstaged_windows"].as_u64().unwrap() > 0, "open windows wait: {s}");
     assert!(s["log_time_progress"].is_string() && s["event_time_watermark"].is_string(), "{s}");
     let r = &s["records"];
     let sum = ["folded", "filtered", "late", "dead"].map(|k| r[k].as_u64().unwrap()).iter().sum();
@@ -421,7 +507,11 @@ fn assert_status_and_metrics(port: u16, s: &Json, world: &World) {
         "kappa_records_total{outcome=\"late\"}",
         "kappa_dead_letters_total{reason=\"malformed_json\"}",
         "kappa_partition_lag{partition=\"5\"}",
+        "kappa_partition_indexed_offset{partition=\"5\"}",
+        "kappa_partition_index_lag{partition=\"5\"}",
         "kappa_lag_records",
+        "kappa_index_lag_records",
+        "kappa_backlog_documents",
         "kappa_event_time_watermark_seconds",
         "kappa_open_windows",
         "kappa_sink_degraded 0",
@@ -432,6 +522,12 @@ fn assert_status_and_metrics(port: u16, s: &Json, world: &World) {
         let (code, _) = kappa_testkit::http::get_text(&format!("{base}/{probe}")).unwrap();
         assert_eq!(code, 200, "/{probe}");
     }
+}
+
+/// The value of `name=<number>` in a log line.
+fn log_field(line: &str, name: &str) -> Option<u64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// The number before `label` in the last engine summary line that has it.

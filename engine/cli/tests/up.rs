@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kappa_crds::StreamJob;
 use kappa_engine::gen::GenConfig;
+use kappa_testkit::elastic::ElasticPeer;
 use kappa_testkit::kafka::MockKafka;
-use kappa_testkit::osmem::{AliasWatch, OsmemServer};
+use kappa_testkit::osmem::AliasWatch;
+use kappa_testkit::reader::{AliasRead, AliasReader};
 use kappa_testkit::reference::Reference;
 use serde_json::Value as Json;
 
@@ -26,22 +29,34 @@ const V2_FILTER: &str = "status != 'test'";
 
 struct World {
     kafka: MockKafka,
-    es: OsmemServer,
+    es: ElasticPeer,
     dir: tempfile::TempDir,
     lines: Vec<Vec<String>>,
 }
 
 impl World {
     fn new(records: u64) -> Self {
+        let cfg = GenConfig { records, seed: 11, ..GenConfig::default() };
+        Self::with(&cfg, PARTITIONS, ElasticPeer::osmem())
+    }
+
+    fn with(cfg: &GenConfig, partitions: usize, es: ElasticPeer) -> Self {
         let kafka = MockKafka::new();
-        kafka.create_topic(TOPIC, PARTITIONS as i32);
+        kafka.create_topic(TOPIC, partitions as i32);
         for version in ["v1", "v2"] {
             let group = kappa_crds::consumer_group(NS, JOB, version);
             kafka.create_topic(&format!("{group}.dead-letters"), 1);
         }
-        let cfg = GenConfig { records, seed: 11, ..GenConfig::default() };
-        let lines = kafka.produce_workload(TOPIC, &cfg, PARTITIONS);
-        Self { kafka, es: OsmemServer::start(), dir: tempfile::tempdir().unwrap(), lines }
+        let lines = kafka.produce_workload(TOPIC, cfg, partitions);
+        Self { kafka, es, dir: tempfile::tempdir().unwrap(), lines }
+    }
+
+    /// Produces more records into the topic (after the ones there) and keeps their lines.
+    fn produce_more(&mut self, cfg: &GenConfig) {
+        let more = self.kafka.produce_workload(TOPIC, cfg, self.lines.len());
+        for (lines, more) in self.lines.iter_mut().zip(more) {
+            lines.extend(more);
+        }
     }
 
     fn job_file(&self) -> PathBuf {
@@ -58,12 +73,18 @@ impl World {
 
     /// Writes the job file at `version` with `filter`, as a user's editor would.
     fn write_job(&self, version: &str, filter: &str) {
+        self.write_job_with(version, filter, |_| {});
+    }
+
+    /// [`Self::write_job`] with further changes to the job.
+    fn write_job_with(&self, version: &str, filter: &str, edit: impl FnOnce(&mut StreamJob)) {
         let yaml =
             kappa_testkit::job::tx_stats_job(&self.kafka.bootstrap(), &self.es.url(), JOB, version);
         let mut job = kappa_crds::load_manifest(&yaml).unwrap();
         job.spec.pipeline.filter = Some(filter.into());
         job.spec.promotion.stable_for = "1s".into();
         job.spec.retention.warm_for = "2s".into();
+        edit(&mut job);
         std::fs::write(self.job_file(), serde_yaml::to_string(&job).unwrap()).unwrap();
     }
 
@@ -131,7 +152,7 @@ impl World {
     }
 
     fn failures_through_alias(&self) -> u64 {
-        self.es.search_all(JOB).iter().map(|d| d["failures"].as_u64().unwrap_or(0)).sum()
+        self.es.documents(JOB).iter().map(|d| d["failures"].as_u64().unwrap_or(0)).sum()
     }
 
     /// Waits until the documents behind the alias are exactly the reference's windows.
@@ -142,7 +163,7 @@ impl World {
             std::thread::sleep(Duration::from_millis(200));
         }
         std::thread::sleep(Duration::from_millis(1500));
-        reference.assert_documents(&self.es.search_all(JOB));
+        reference.assert_documents(&self.es.documents(JOB));
     }
 }
 
@@ -179,7 +200,7 @@ fn text(output: &Output) -> String {
 fn up_runs_blue_green_swap_and_rollback_on_this_machine() {
     let world = World::new(20_000);
     let reference = Reference::compute(&world.lines);
-    let watch = AliasWatch::start(&world.es, JOB);
+    let watch = AliasWatch::start(&world.es.url(), JOB);
     let minute = Duration::from_secs(60);
 
     // Before `kappa up` runs, the local commands say so.
@@ -264,4 +285,72 @@ fn up_runs_blue_green_swap_and_rollback_on_this_machine() {
     assert!(stop(&mut up).success(), "{}", world.log());
     let log = world.log();
     assert!(log.contains("Promoted"), "the transitions are printed:\n{log}");
+}
+
+/// Asserts that what a reader saw through the alias right after it moved to `index` is the
+/// batch reference: every window, with its values and finality.
+fn assert_complete_read(read: &AliasRead, index: &str, reference: &Reference) {
+    assert_eq!(read.targets, [index], "the alias moved to {index}");
+    assert_eq!(
+        read.docs.len(),
+        reference.windows.len(),
+        "a reader of {index} right after the move found {} of {} windows",
+        read.docs.len(),
+        reference.windows.len()
+    );
+    reference.assert_documents(&read.docs);
+}
+
+/// `kappa up` with about 104k windows open at the head, on a real OpenSearch node whose
+/// indexes refresh only every 30 s: a reader reading through the alias the moment it moves
+/// finds every window of the batch reference, at the first promotion, at the automatic swap
+/// to v2, and at `kappa rollback --wait` back to v1, which was stopped and is behind records
+/// produced since: the rollback waits until v1 has caught up with them.
+#[test]
+fn readers_find_a_complete_index_at_every_alias_move_under_kappa_up() {
+    let workload = kappa_testkit::job::many_small_windows(9);
+    let mut world = World::with(&workload, 8, ElasticPeer::opensearch());
+    let v1_reference = Reference::compute_without_failures(&world.lines);
+    let v2_reference = Reference::compute(&world.lines);
+    assert!(kappa_testkit::job::open_windows(&v2_reference) >= 100_000);
+    let reader = AliasReader::start(&world.es.url(), JOB);
+    let patience = Duration::from_secs(300);
+    let slow_refresh = |job: &mut StreamJob| {
+        job.spec.sink.elasticsearch.index_settings =
+            Some(serde_json::json!({"refresh_interval": "30s", "number_of_replicas": 0}));
+    };
+
+    world.write_job_with("v1", V1_FILTER, slow_refresh);
+    let mut up = world.up();
+    world.wait("v1 to go live", patience, |w| w.phase("v1").as_deref() == Some("Live"));
+    world.write_job_with("v2", V2_FILTER, slow_refresh);
+    world.wait("v2 to go live", patience, |w| w.phase("v2").as_deref() == Some("Live"));
+    // v1 is retired, and after warmFor (2 s) its engine stops.
+    world.wait("v1 to be retained", patience, |w| w.phase("v1").as_deref() == Some("Retained"));
+
+    // Records keep arriving; v2 takes them in, the stopped v1 does not.
+    let last = v2_reference.max_log;
+    let more = GenConfig { records: 3_000, seed: 10, start_millis: last + 1_000, ..workload };
+    world.produce_more(&more);
+    let v1_now = Reference::compute_without_failures(&world.lines);
+
+    // `kappa rollback --wait` warms v1, waits until its index has caught up, then pins it.
+    let out = world.cli(&["rollback", JOB, "--to", "v1", "--wait", "--timeout", "5m"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("warming v1"), "{said}");
+    assert!(said.contains("v1 is current; patched StreamJob payments/tx-stats"), "{said}");
+    world.wait("the rollback", patience, |w| w.phase("v1").as_deref() == Some("Live"));
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while reader.reads().len() < 3 {
+        assert!(Instant::now() < deadline, "the reader did not finish reading");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (reads, states) = reader.finish();
+    assert_eq!(states.iter().filter(|s| !s.is_empty()).count(), 3, "three moves: {states:?}");
+    assert_complete_read(&reads[0], &format!("{JOB}-v1"), &v1_reference);
+    assert_complete_read(&reads[1], &format!("{JOB}-v2"), &v2_reference);
+    assert_complete_read(&reads[2], &format!("{JOB}-v1"), &v1_now);
+    assert!(stop(&mut up).success(), "{}", world.log());
 }
