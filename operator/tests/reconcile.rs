@@ -26,7 +26,7 @@ use kappa_testkit::elastic::ElasticPeer;
 use kappa_testkit::kafka::MockKafka;
 use kappa_testkit::kube_api::FakeKube;
 use kappa_testkit::osmem::AliasWatch;
-use kappa_testkit::reader::{AliasRead, AliasReader};
+use kappa_testkit::reader::AliasReader;
 use kappa_testkit::reference::Reference;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -442,20 +442,6 @@ async fn blue_green_promotion_rollback_and_retain_deletion() {
     rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
 }
 
-/// Asserts that what a reader saw through the alias right after it moved to `index` is the
-/// batch reference, every window with its values and finality: a complete index.
-fn assert_complete_read(read: &AliasRead, index: &str, reference: &Reference) {
-    assert_eq!(read.targets, [index], "the alias moved to {index}");
-    assert_eq!(
-        read.docs.len(),
-        reference.windows.len(),
-        "a reader of {index} right after the move found {} of {} windows",
-        read.docs.len(),
-        reference.windows.len()
-    );
-    reference.assert_documents(&read.docs);
-}
-
 /// The defect this guards against: an engine that has read up to the head still has every
 /// open window to write, and an alias moved then shows readers a partial index. With about
 /// 104k open windows (several flush intervals of writing) and `stableFor: 1s`, a reader who
@@ -536,9 +522,9 @@ async fn readers_find_a_complete_index_at_every_alias_move() {
     }
     let (reads, states) = reader.finish();
     assert_eq!(states.iter().filter(|s| !s.is_empty()).count(), 3, "three moves: {states:?}");
-    assert_complete_read(&reads[0], &Harness::index("v1"), &v1_reference);
-    assert_complete_read(&reads[1], &Harness::index("v2"), &v2_reference);
-    assert_complete_read(&reads[2], &Harness::index("v1"), &v1_reference);
+    reads[0].assert_complete(&Harness::index("v1"), &v1_reference);
+    reads[1].assert_complete(&Harness::index("v2"), &v2_reference);
+    reads[2].assert_complete(&Harness::index("v1"), &v1_reference);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use kappa_engine::gen::GenConfig;
 use kappa_testkit::elastic::ElasticPeer;
 use kappa_testkit::kafka::MockKafka;
 use kappa_testkit::osmem::AliasWatch;
-use kappa_testkit::reader::{AliasRead, AliasReader};
+use kappa_testkit::reader::AliasReader;
 use kappa_testkit::reference::Reference;
 use serde_json::Value as Json;
 
@@ -287,20 +287,6 @@ fn up_runs_blue_green_swap_and_rollback_on_this_machine() {
     assert!(log.contains("Promoted"), "the transitions are printed:\n{log}");
 }
 
-/// Asserts that what a reader saw through the alias right after it moved to `index` is the
-/// batch reference: every window, with its values and finality.
-fn assert_complete_read(read: &AliasRead, index: &str, reference: &Reference) {
-    assert_eq!(read.targets, [index], "the alias moved to {index}");
-    assert_eq!(
-        read.docs.len(),
-        reference.windows.len(),
-        "a reader of {index} right after the move found {} of {} windows",
-        read.docs.len(),
-        reference.windows.len()
-    );
-    reference.assert_documents(&read.docs);
-}
-
 /// `kappa up` with about 104k windows open at the head, on a real OpenSearch node whose
 /// indexes refresh only every 30 s: a reader reading through the alias the moment it moves
 /// finds every window of the batch reference, at the first promotion, at the automatic swap
@@ -349,8 +335,8 @@ fn readers_find_a_complete_index_at_every_alias_move_under_kappa_up() {
     }
     let (reads, states) = reader.finish();
     assert_eq!(states.iter().filter(|s| !s.is_empty()).count(), 3, "three moves: {states:?}");
-    assert_complete_read(&reads[0], &format!("{JOB}-v1"), &v1_reference);
-    assert_complete_read(&reads[1], &format!("{JOB}-v2"), &v2_reference);
-    assert_complete_read(&reads[2], &format!("{JOB}-v1"), &v1_now);
+    reads[0].assert_complete(&format!("{JOB}-v1"), &v1_reference);
+    reads[1].assert_complete(&format!("{JOB}-v2"), &v2_reference);
+    reads[2].assert_complete(&format!("{JOB}-v1"), &v1_now);
     assert!(stop(&mut up).success(), "{}", world.log());
 }

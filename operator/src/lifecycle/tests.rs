@@ -174,6 +174,27 @@ impl Sim {
         self.step();
     }
 
+    /// `version`'s engine reports it caught up from now on, and `stableFor` passes.
+    fn hold_caught_up(&mut self, version: &str) {
+        self.set(version, running(0));
+        self.step();
+        self.advance(Duration::from_secs(61));
+        self.step();
+    }
+
+    /// v1 went live, v2 took over, and two hours later v1's engine is stopped (`Retained`).
+    fn with_v1_retained() -> Self {
+        let mut sim = Sim::new("v1");
+        sim.step();
+        sim.replay_to_head("v1");
+        sim.roll_out("v2");
+        sim.advance(Duration::from_secs(7200));
+        sim.step();
+        assert_eq!(sim.phase("v1"), Some(Retained));
+        assert_eq!(sim.workloads["v1"], Workload::Stopped);
+        sim
+    }
+
     /// Applies a new spec.version and lets it replay to the head.
     fn roll_out(&mut self, version: &str) {
         self.desired.version = version.into();
@@ -353,13 +374,7 @@ fn a_caught_up_version_is_promoted_only_while_its_index_is_current() {
 
 #[test]
 fn a_rollback_pin_switches_at_once_and_reports_the_target_behind() {
-    let mut sim = Sim::new("v1");
-    sim.step();
-    sim.replay_to_head("v1");
-    sim.roll_out("v2");
-    sim.advance(Duration::from_secs(7200));
-    sim.step();
-    assert_eq!(sim.phase("v1"), Some(Retained));
+    let mut sim = Sim::with_v1_retained();
     // Stopped for two hours: Kafka says how far behind its committed offsets are.
     sim.set(
         "v1",
@@ -383,31 +398,19 @@ fn a_rollback_pin_switches_at_once_and_reports_the_target_behind() {
     sim.set("v1", writing(40_000, 9_000));
     sim.step();
     assert_eq!(sim.row("v1").current, Some(false));
-    sim.set("v1", running(0));
-    sim.step();
-    sim.advance(Duration::from_secs(61));
-    sim.step();
+    sim.hold_caught_up("v1");
     assert_eq!(sim.row("v1").current, Some(true));
 }
 
 #[test]
 fn a_warm_version_runs_and_catches_up_before_a_rollback() {
-    let mut sim = Sim::new("v1");
-    sim.step();
-    sim.replay_to_head("v1");
-    sim.roll_out("v2");
-    sim.advance(Duration::from_secs(7200));
-    sim.step();
-    assert_eq!(sim.workloads["v1"], Workload::Stopped);
+    let mut sim = Sim::with_v1_retained();
     sim.desired.warm_version = Some("v1".into());
     let d = sim.step();
     assert!(d.workloads.contains(&WorkloadAction::Apply { version: "v1".into(), running: true }));
     assert_eq!(d.alias_swap, None, "warming moves nothing");
     assert_eq!(sim.phase("v1"), Some(Retained));
-    sim.set("v1", running(0));
-    sim.step();
-    sim.advance(Duration::from_secs(61));
-    sim.step();
+    sim.hold_caught_up("v1");
     assert_eq!(sim.row("v1").current, Some(true));
     assert_eq!(sim.alias, [index("v2")]);
     // Without the annotation it stops again.
@@ -457,14 +460,7 @@ fn blue_green_swap_then_warm_then_retained() {
 
 #[test]
 fn rollback_by_active_version_swaps_back_and_resumes_the_engine() {
-    let mut sim = Sim::new("v1");
-    sim.step();
-    sim.replay_to_head("v1");
-    sim.roll_out("v2");
-    sim.advance(Duration::from_secs(7200));
-    sim.step();
-    assert_eq!(sim.phase("v1"), Some(Retained));
-    assert_eq!(sim.workloads["v1"], Workload::Stopped);
+    let mut sim = Sim::with_v1_retained();
 
     sim.desired.active_version = Some("v1".into());
     let d = sim.step();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 use crate::http::send_json;
+use crate::reference::Reference;
 
 /// Documents per scroll page.
 const PAGE: usize = 5_000;
@@ -80,6 +81,22 @@ pub struct AliasRead {
     pub docs: Vec<Json>,
     /// From the alias change being seen to the last page read.
     pub took: Duration,
+}
+
+impl AliasRead {
+    /// Asserts that the read is a complete index: the alias pointed at `index` alone, and the
+    /// reader found every window of `reference` with its values and finality.
+    pub fn assert_complete(&self, index: &str, reference: &Reference) {
+        assert_eq!(self.targets, [index], "the alias moved to {index}");
+        assert_eq!(
+            self.docs.len(),
+            reference.windows.len(),
+            "a reader of {index} right after the move found {} of {} windows",
+            self.docs.len(),
+            reference.windows.len()
+        );
+        reference.assert_documents(&self.docs);
+    }
 }
 
 /// Watches an alias (every few milliseconds) and, each time it points somewhere new, reads
