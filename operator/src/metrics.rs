@@ -21,6 +21,9 @@ pub struct Metrics {
     pub duration: Histogram,
     /// `kappa_operator_version_lag_records{namespace,job,version}`: each version's lag.
     pub lag: IntGaugeVec,
+    /// `kappa_operator_version_index_lag_records{namespace,job,version}`: records whose
+    /// documents each version's index has not acknowledged yet.
+    pub index_lag: IntGaugeVec,
     /// `kappa_operator_alias_swaps_total`: alias moves (promotions and rollbacks).
     pub swaps: IntCounter,
     /// `kappa_operator_rollbacks_total`: alias moves back to an older version.
@@ -56,6 +59,14 @@ impl Metrics {
             &["namespace", "job", "version"],
         )
         .expect("valid metric");
+        let index_lag = IntGaugeVec::new(
+            Opts::new(
+                "kappa_operator_version_index_lag_records",
+                "Records whose documents each job version's index has not acknowledged yet.",
+            ),
+            &["namespace", "job", "version"],
+        )
+        .expect("valid metric");
         let swaps = counter("kappa_operator_alias_swaps_total", "Atomic alias moves.");
         let rollbacks =
             counter("kappa_operator_rollbacks_total", "Alias moves back to an older version.");
@@ -69,13 +80,24 @@ impl Metrics {
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(lag.clone()),
+            Box::new(index_lag.clone()),
             Box::new(swaps.clone()),
             Box::new(rollbacks.clone()),
             Box::new(transitions.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
-        Self { registry, reconciles, failures, duration, lag, swaps, rollbacks, transitions }
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            lag,
+            index_lag,
+            swaps,
+            rollbacks,
+            transitions,
+        }
     }
 
     /// Records one reconcile: its duration and its failure kind (`None`: success).
@@ -90,6 +112,11 @@ impl Metrics {
     /// Sets a version's lag gauge.
     pub fn set_lag(&self, namespace: &str, job: &str, version: &str, lag: i64) {
         self.lag.with_label_values(&[namespace, job, version]).set(lag);
+    }
+
+    /// Sets a version's index lag gauge.
+    pub fn set_index_lag(&self, namespace: &str, job: &str, version: &str, lag: i64) {
+        self.index_lag.with_label_values(&[namespace, job, version]).set(lag);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -110,6 +137,7 @@ mod tests {
         m.observe_reconcile(Duration::from_millis(20), None);
         m.observe_reconcile(Duration::from_millis(20), Some("elasticsearch"));
         m.set_lag("payments", "tx-stats", "v2", 42);
+        m.set_index_lag("payments", "tx-stats", "v2", 90_000);
         m.swaps.inc();
         m.rollbacks.inc();
         m.transitions.with_label_values(&["Live"]).inc();
@@ -120,6 +148,7 @@ mod tests {
             "kappa_operator_reconcile_failures_total 1",
             "kappa_operator_reconcile_duration_seconds_count 2",
             "kappa_operator_version_lag_records{job=\"tx-stats\",namespace=\"payments\",version=\"v2\"} 42",
+            "kappa_operator_version_index_lag_records{job=\"tx-stats\",namespace=\"payments\",version=\"v2\"} 90000",
             "kappa_operator_alias_swaps_total 1",
             "kappa_operator_rollbacks_total 1",
             "kappa_operator_transitions_total{to=\"Live\"} 1",

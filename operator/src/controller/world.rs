@@ -241,6 +241,9 @@ pub async fn observe(
             if let Some(lag) = seen.lag {
                 ctx.metrics.set_lag(&ns, &name, &version, lag);
             }
+            if let Some(lag) = seen.index_lag {
+                ctx.metrics.set_index_lag(&ns, &name, &version, lag);
+            }
         }
         versions.insert(version, seen);
     }

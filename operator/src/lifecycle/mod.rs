@@ -669,12 +669,24 @@ fn swap(work: &mut Work, live: Option<&str>, target: Option<&str>) -> Option<Ali
     }
     work.rows[ti].promoted_at = Some(work.now.clone());
     work.rows[ti].retired_at = None;
-    let message = match live {
+    let mut message = match live {
         Some(l) => {
             format!("alias {} moved from {} to {}", work.desired.alias, work.index(l), swap.add)
         }
         None => format!("alias {} now points at {}", work.desired.alias, swap.add),
     };
+    // Only a pin moves the alias to a version that is not current (the emergency path): say
+    // so, and how far behind it is, where people look.
+    if work.rows[ti].current != Some(true) {
+        let row = &work.rows[ti];
+        let known = |v: Option<i64>| v.map_or("unknown".to_owned(), |v| v.to_string());
+        message.push_str(&format!(
+            "; {target} is not current (lag {} records, {} s of log time behind the head): its \
+             engine resumes and catches up while it serves",
+            known(row.lag),
+            known(row.delay_seconds)
+        ));
+    }
     let reason = if rollback { "RollbackPromoted" } else { "Promoted" };
     work.set_phase(ti, VersionPhase::Live, reason, message);
     Some(swap)

@@ -392,6 +392,14 @@ fn a_rollback_pin_switches_at_once_and_reports_the_target_behind() {
         Some(index("v1")),
         "the emergency path waits for nothing"
     );
+    let promoted = d.transitions.iter().find(|t| t.reason == "RollbackPromoted").unwrap();
+    assert!(
+        promoted
+            .message
+            .contains("v1 is not current (lag 720000 records, 7200 s of log time behind the head)"),
+        "{}",
+        promoted.message
+    );
     let row = sim.row("v1");
     assert_eq!((row.lag, row.delay_seconds, row.current), (Some(720_000), Some(7200), Some(false)));
     // Its engine resumes and catches up; the row says when it is current.
