@@ -233,7 +233,7 @@ pub struct Metrics {
     pub checkpoint_duration: Histogram,
     /// `kappa_checkpoint_bytes`.
     pub checkpoint_bytes: IntGauge,
-    /// `kappa_flush_duration_seconds`.
+    /// `kappa_flush_duration_seconds`: one batch written to the sink.
     pub flush_duration: Histogram,
     /// `kappa_phase{phase}` (1 for the current phase).
     pub phase: IntGaugeVec,
@@ -348,12 +348,12 @@ impl Metrics {
             checkpoints: counter("kappa_checkpoints_total", "Checkpoints taken."),
             checkpoint_duration: histogram(
                 "kappa_checkpoint_duration_seconds",
-                "Flush + save + commit time of a checkpoint.",
+                "Time of a checkpoint: dead-letter flush, snapshot save, offset commit (it never waits for the sink).",
             ),
             checkpoint_bytes: gauge("kappa_checkpoint_bytes", "Size of the last snapshot."),
             flush_duration: histogram(
                 "kappa_flush_duration_seconds",
-                "Time to write one flush to the sink.",
+                "Time to write one batch of documents to the sink (retries included).",
             ),
             phase,
             registry,
