@@ -80,8 +80,11 @@ pub async fn connect(client: &Client, job: &StreamJob) -> Result<Cluster, Elasti
     Cluster::connect(&config).map_err(ElasticError::Request)
 }
 
-/// Carries out one alias move in a single `POST /_aliases`.
+/// Carries out one alias move: refreshes the index the alias moves to, then moves the alias in
+/// a single `POST /_aliases`. Documents the index acknowledged are searchable only after a
+/// refresh, and readers must find the whole index the moment the alias reaches it.
 pub async fn move_alias(cluster: &Cluster, swap: &AliasSwap) -> Result<(), ElasticError> {
+    cluster.refresh(&swap.add).await?;
     let remove: Vec<&str> = swap.remove.iter().map(String::as_str).collect();
     cluster.swap_alias(&swap.alias, &remove, &swap.add).await?;
     Ok(())

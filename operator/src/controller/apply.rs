@@ -57,14 +57,6 @@ pub async fn reconcile_job(job: &Arc<StreamJob>, ctx: &Arc<Context>) -> Result<A
         }
     }
     if let (Some(swap), Some(cluster)) = (&decision.alias_swap, &cluster) {
-        // Documents the index acknowledged are searchable only after a refresh: readers must
-        // find the whole index at the moment the alias reaches it.
-        if let Err(e) = cluster.refresh(&swap.add).await {
-            let note =
-                format!("refreshing {} before moving alias {} failed: {e}", swap.add, swap.alias);
-            publish(ctx, job, EventType::Warning, "AliasSwapFailed", "SwapAlias", note).await;
-            return Err(elastic::ElasticError::from(e).into());
-        }
         if let Err(e) = elastic::move_alias(cluster, swap).await {
             let note = format!("moving alias {} to {} failed: {e}", swap.alias, swap.add);
             publish(ctx, job, EventType::Warning, "AliasSwapFailed", "SwapAlias", note).await;
