@@ -7,7 +7,7 @@
 //! with an offset fetch, and reads records with a consumer of its own group
 //! ([`OBSERVER_GROUP`]) whose partitions are assigned and whose offsets are never stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -156,14 +156,21 @@ struct Read {
 /// Blocking observer for one job's topic (call it from `tokio::task::spawn_blocking`).
 ///
 /// Every broker round trip and record read of [`Self::group_progress`] shares one deadline,
-/// the observer's timeout (closing the short-lived offset reader adds about 100 ms). Calls from
-/// several threads are serialized: they share one record reader.
+/// the observer's timeout. Calls from several threads are serialized: they share one record
+/// reader. The committed offsets of each group are read through a client kept per group (a
+/// client per observation started and stopped broker threads on every reconcile).
 pub struct KafkaObserver {
     topic: String,
     config: ClientConfig,
     timeout: Duration,
     reader: Mutex<BaseConsumer<SourceContext>>,
+    /// Per consumer group, the client that reads its committed offsets (it never joins).
+    offset_readers: Mutex<HashMap<String, BaseConsumer<SourceContext>>>,
 }
+
+/// Offset readers kept at most; past that the cache starts afresh (versions come and go, and a
+/// reader costs a connection per broker).
+const MAX_OFFSET_READERS: usize = 32;
 
 impl std::fmt::Debug for KafkaObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,7 +210,13 @@ impl KafkaObserver {
                 source: Box::new(SourceError::Client { source }),
             }
         })?;
-        Ok(Self { topic, config, timeout, reader: Mutex::new(reader) })
+        Ok(Self {
+            topic,
+            config,
+            timeout,
+            reader: Mutex::new(reader),
+            offset_readers: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The topic observed.
@@ -283,14 +296,22 @@ impl KafkaObserver {
             group: group.to_owned(),
             source: Box::new(source),
         };
-        let consumer: BaseConsumer<SourceContext> = self
-            .config
-            .clone()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create_with_context(SourceContext)
-            .map_err(committed_error)?;
+        let mut readers = self.offset_readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !readers.contains_key(group) {
+            if readers.len() >= MAX_OFFSET_READERS {
+                readers.clear();
+            }
+            let reader: BaseConsumer<SourceContext> = self
+                .config
+                .clone()
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .create_with_context(SourceContext)
+                .map_err(committed_error)?;
+            readers.insert(group.to_owned(), reader);
+        }
+        let consumer = &readers[group];
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition(&self.topic, p as i32);
