@@ -443,7 +443,8 @@ impl Engine {
     fn index_caught_up(&self) -> bool {
         self.phase == Phase::Live
             && self.processor.backlog() == 0
-            && self.lags().iter().all(|p| p.lag == 0 && p.index_lag == 0)
+            // The index trails the consumer, so an index lag of 0 means a consumer lag of 0.
+            && self.lags().iter().all(|p| p.index_lag == 0)
     }
 
     /// Where every partition is read up to: the next offset, or the assigned start of a

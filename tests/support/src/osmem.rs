@@ -95,21 +95,12 @@ impl OsmemServer {
 
     /// `_count` of an index or alias.
     pub fn count(&self, index: &str) -> u64 {
-        let (status, body) = send_json("GET", &format!("{}/{index}/_count", self.url()), None);
-        assert_eq!(status, 200, "count {index}: {body}");
-        body["count"].as_u64().unwrap()
+        crate::reader::count(&self.url(), index)
     }
 
     /// The indices an alias points to.
     pub fn alias_targets(&self, alias: &str) -> Vec<String> {
-        let (status, body) = send_json("GET", &format!("{}/_alias/{alias}", self.url()), None);
-        if status == 404 {
-            return Vec::new();
-        }
-        let mut out: Vec<String> =
-            body.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-        out.sort();
-        out
+        crate::reader::alias_targets(&self.url(), alias)
     }
 }
 
@@ -138,13 +129,7 @@ impl AliasWatch {
             let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let (status, body) = send_json("GET", &format!("{url}/_alias/{alias}"), None);
-                    let mut targets: Vec<String> = if status == 200 {
-                        body.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    targets.sort();
+                    let targets = crate::reader::alias_targets(&url, &alias);
                     let mut seen = seen.lock().unwrap();
                     if seen.last() != Some(&targets) {
                         seen.push(targets);

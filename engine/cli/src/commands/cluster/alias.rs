@@ -388,7 +388,7 @@ pub async fn rollback_when_current(
     let latest = fetch(&api, ns, job).await?;
     let change = plan_rollback(&latest, Some(&version))?;
     let mut patch = change.merge_patch();
-    patch["metadata"] = json!({"annotations": {ANNOTATION_WARM_VERSION: null}});
+    patch["metadata"] = warm_patch(None)["metadata"].take();
     api.patch(job, &params, &Patch::Merge(patch))
         .await
         .with_context(|| format!("cannot patch StreamJob {}", job_ref(&latest)))?;
