@@ -26,6 +26,15 @@ fi
 if ! "$venv/bin/pip" show osmem-server 2>/dev/null | grep -qx "Version: $OSMEM_VERSION"; then
   "$venv/bin/pip" install -q "osmem-server==$OSMEM_VERSION"
 fi
+# DuckDB: the SQL batch query users check the engine with (engine/cli/tests/sql_batch.rs runs
+# tests/support/duckdb_batch.py with this venv's Python; the same version as the bench).
+DUCKDB_VERSION=2.0.0
+if ! "$venv/bin/pip" show duckdb 2>/dev/null | grep -qx "Version: $DUCKDB_VERSION"; then
+  "$venv/bin/pip" install -q "duckdb==$DUCKDB_VERSION"
+fi
+KAPPA_TEST_PYTHON="$PWD/$venv/bin/python"
+export KAPPA_TEST_PYTHON
+"$KAPPA_TEST_PYTHON" -c 'import duckdb; print("duckdb", duckdb.__version__)'
 KAPPA_OSMEM_BIN=$(ls "$PWD"/$venv/lib/python3*/site-packages/osmem_server/bin/osmem-server)
 export KAPPA_OSMEM_BIN
 "$KAPPA_OSMEM_BIN" -version

@@ -13,7 +13,7 @@
 //! | `avg` | same as `sum` | `null` | correctly rounded sum / count (one division) |
 //! | `min`, `max` | `f64` | `null` | integer if every input was an integer, else double |
 //! | `approx_distinct` | HyperLogLog p=14 ([`distinct`]) | `0` | estimate, standard error 0.81%, exact up to 3072 (barring 25-bit hash collisions) |
-//! | `approx_percentile(q)` | DDSketch ([`percentile`]) | `null` | within 1% of the value at rank ⌊q·(n−1)⌋ and clamped into [min, max]; exact for up to 32 values and at ranks 0 and n−1 |
+//! | `approx_percentile(q)` | DDSketch ([`percentile`]) | `null` | SQL `percentile_disc(q)`: within 1% of the value at 1-based rank ⌈q·n⌉ and clamped into [min, max]; exact for up to 32 values and at the lowest and highest rank |
 //!
 //! Missing and null values are skipped by everything but `count` (SQL semantics). A present value
 //! of the wrong type is an [`AggError`]; so is a NaN or infinite double (JSON has neither, but a

@@ -723,17 +723,20 @@ impl PercentileSketch {
         self.count
     }
 
-    /// The `q`-quantile: the value at 0-based rank `⌊q·(n−1)⌋` of the `n` values in ascending
-    /// order; exactly while `n <= EXACT_LIMIT` and at the lowest and highest rank, else within
-    /// [`RELATIVE_ACCURACY`] of it and clamped to the lowest and highest value. `None` when
-    /// empty. `q` is clamped to `[0, 1]`.
+    /// The `q`-quantile as SQL's `percentile_disc(q)` defines it: the smallest value whose
+    /// cumulative share of the `n` values is at least `q`, that is the value at 1-based rank
+    /// `⌈q·n⌉` in ascending order (rank 1 for `q = 0`). Exact while `n <= EXACT_LIMIT` and at
+    /// the lowest and highest rank, else within [`RELATIVE_ACCURACY`] of it and clamped to the
+    /// lowest and highest value. `None` when empty. `q` is clamped to `[0, 1]`.
+    ///
+    /// For the two values 8 and 36, every `q` above 0.5 gives 36: p95 of a small window is its
+    /// largest value, as in PostgreSQL, DuckDB, Spark SQL and BigQuery.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let n = self.count;
         if n == 0 {
             return None;
         }
-        // `as` saturates, and maps NaN to 0.
-        let rank = ((q.clamp(0.0, 1.0) * (n - 1) as f64).floor() as u64).min(n - 1);
+        let rank = rank_of(q, n);
         if let Some(&exact) = self.exact.get(rank as usize) {
             return Some(exact);
         }
@@ -759,6 +762,15 @@ impl PercentileSketch {
     pub fn heap_bytes(&self) -> usize {
         self.exact.capacity() * 8 + self.positive.heap_bytes() + self.negative.heap_bytes()
     }
+}
+
+/// The 0-based rank of SQL's `percentile_disc(q)` among `n >= 1` values: `⌈q·n⌉ − 1`, at
+/// least 0 and at most `n − 1`. The product is taken in `f64` as PostgreSQL does
+/// (`ceil(percentile * number_of_rows)`), so the rank is PostgreSQL's for every `q` and `n`.
+pub fn rank_of(q: f64, n: u64) -> u64 {
+    // `as` saturates, and maps NaN to 0.
+    let one_based = (q.clamp(0.0, 1.0) * n as f64).ceil() as u64;
+    one_based.clamp(1, n) - 1
 }
 
 #[cfg(test)]
@@ -909,19 +921,20 @@ mod tests {
     }
 
     #[test]
-    fn ranks_are_floor_q_times_n_minus_one() {
-        // 40 values: 10 each of 1, 2, 3 and 4.
+    fn ranks_are_those_of_percentile_disc() {
+        // 40 values: 10 each of 1, 2, 3 and 4. The smallest value whose cumulative share is at
+        // least q: 1 up to q = 0.25, then 2 up to 0.5, and so on.
         let values: Vec<f64> = (1..=4).flat_map(|v| [f64::from(v); 10]).collect();
         let s = sketch(&values);
         assert!(s.exact.is_empty());
         for (q, exact) in [
             (0.0, 1.0),
-            (9.0 / 39.0, 1.0),
-            (10.0 / 39.0, 2.0),
-            (19.5 / 39.0, 2.0),
-            (20.0 / 39.0, 3.0),
-            (29.9 / 39.0, 3.0),
-            (30.0 / 39.0, 4.0),
+            (0.25, 1.0),
+            (0.2501, 2.0),
+            (0.5, 2.0),
+            (0.51, 3.0),
+            (0.75, 3.0),
+            (0.76, 4.0),
             (1.0, 4.0),
         ] {
             assert_close(s.quantile(q).unwrap(), exact);

@@ -195,9 +195,19 @@ fn approx_percentile_stays_within_min_and_max() {
     // One latency: 13, not the bin's 13.065.
     let p95 = AggKind::ApproxPercentile(0.95);
     assert_eq!(fold(&p95, &[Value::Int(13)]).result(&p95), json!(13.0));
-    // Exact while few: the value at rank ⌊q·(n−1)⌋ itself.
+    // Exact while few: SQL's percentile_disc, the value at 1-based rank ⌈q·n⌉ itself. Of 5
+    // values p95 is the largest (rank 5), p80 the fourth (⌈4.0⌉), p50 the median (⌈2.5⌉ = 3).
     let few: Vec<Value> = [40, 7, 13, 250, 31].map(Value::Int).to_vec();
-    assert_eq!(fold(&p95, &few).result(&p95), json!(40.0));
+    assert_eq!(fold(&p95, &few).result(&p95), json!(250.0));
+    for (q, exact) in [(0.8, 40.0), (0.5, 31.0), (0.2, 7.0), (0.21, 13.0)] {
+        let kind = AggKind::ApproxPercentile(q);
+        assert_eq!(fold(&kind, &few).result(&kind), json!(exact), "q={q}");
+    }
+    // The README's example: of 8 ms and 36 ms, p95 is 36 ms, and p50 is 8 ms.
+    let two: Vec<Value> = [8, 36].map(Value::Int).to_vec();
+    assert_eq!(fold(&p95, &two).result(&p95), json!(36.0));
+    let p50 = AggKind::ApproxPercentile(0.5);
+    assert_eq!(fold(&p50, &two).result(&p50), json!(8.0));
     // Binned: the extremes are exact, the rest clamped into [min, max].
     let many: Vec<Value> =
         (0..1_000).map(|i| Value::Int(if i % 2 == 0 { 13 } else { 14 })).collect();
@@ -492,11 +502,53 @@ proptest! {
         let sketch = fold(&AggKind::ApproxPercentile(0.5), &values);
         for q in [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999] {
             let estimate = sketch.result(&AggKind::ApproxPercentile(q)).as_f64().unwrap();
-            let exact = latencies[(q * (n - 1) as f64).floor() as usize];
+            let exact = latencies[percentile::rank_of(q, n as u64) as usize];
             prop_assert!(
                 (estimate - exact).abs() <= percentile::RELATIVE_ACCURACY * exact,
                 "q={} estimate {} exact {}", q, estimate, exact
             );
+        }
+    }
+
+    /// SQL's `percentile_disc(q)` against an exact sort: any size from one record to 5000,
+    /// latency-like values, heavy ties, small integers with negatives and zeros; any record
+    /// order and merge tree. Within 1% of the exact value, and the exact value itself while the
+    /// sketch still keeps values exactly or at the lowest and highest rank.
+    #[test]
+    fn percentile_is_sql_percentile_disc_within_one_percent(
+        values in prop_oneof![
+            // Latency-like: log-uniform from ~1 ms to ~400 s.
+            prop::collection::vec((-7.0f64..6.0).prop_map(f64::exp), 1..5_000),
+            // Heavy ties: a few distinct values, repeated.
+            (prop::collection::vec(1u32..1_000, 1..4), prop::collection::vec(any::<prop::sample::Index>(), 1..5_000))
+                .prop_map(|(distinct, picks)| picks.iter().map(|i| f64::from(*i.get(&distinct))).collect()),
+            // Small integers around zero.
+            prop::collection::vec((-20i32..20).prop_map(f64::from), 1..5_000),
+            // Small windows, where p95 is the largest value.
+            prop::collection::vec((1u32..500).prop_map(f64::from), 1..40),
+        ],
+        extra_q in 0.0f64..1.0,
+        seed in any::<u64>(),
+        parts in 1usize..8,
+    ) {
+        let n = values.len();
+        let records: Vec<Value> = values.iter().map(|&v| Value::Float(v)).collect();
+        let state = fold_split_merge(&AggKind::ApproxPercentile(0.5), &records, seed, parts);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        for q in [0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0, extra_q] {
+            // The 1-based rank ⌈q·n⌉, written out here rather than through `rank_of`.
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            let exact = sorted[rank - 1];
+            let got = state.result(&AggKind::ApproxPercentile(q)).as_f64().unwrap();
+            if n <= percentile::EXACT_LIMIT || rank == 1 || rank == n {
+                prop_assert_eq!(got, exact, "q={} n={}", q, n);
+            } else {
+                prop_assert!(
+                    (got - exact).abs() <= percentile::RELATIVE_ACCURACY * exact.abs(),
+                    "q={} n={} got {} exact {}", q, n, got, exact
+                );
+            }
         }
     }
 

@@ -219,7 +219,9 @@ impl Reference {
             assert!(err <= 0.03, "distinct users within 3%: {ctx} vs {n}");
             let mut lat = e.latencies.clone();
             lat.sort_unstable();
-            let exact = lat[(0.95 * (lat.len() - 1) as f64).floor() as usize] as f64;
+            // SQL's percentile_disc(0.95): the value at 1-based rank ⌈0.95·n⌉.
+            let rank = ((0.95 * lat.len() as f64).ceil() as usize).clamp(1, lat.len());
+            let exact = lat[rank - 1] as f64;
             let p95 = doc["latency_p95"].as_f64().unwrap();
             assert!((p95 - exact).abs() <= 0.01 * exact + 1e-9, "p95 within 1% of {exact}: {ctx}");
             let fin = self.max_log >= start + WINDOW_MS + LATENESS_MS;
