@@ -196,6 +196,24 @@ pub struct KeyInterner {
 }
 
 impl KeyInterner {
+    /// Approximate bytes held: the lookup table, the keys and their hashes.
+    pub fn memory_bytes(&self) -> usize {
+        let values: usize = self
+            .keys
+            .iter()
+            .flat_map(|k| k.iter())
+            .map(|v| match v {
+                KeyValue::Str(s) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        self.ids.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.keys.capacity() * std::mem::size_of::<Box<[KeyValue]>>()
+            + self.keys.iter().map(|k| std::mem::size_of_val::<[KeyValue]>(k)).sum::<usize>()
+            + values
+            + self.hashes.capacity() * 8
+    }
+
     /// The hash of the key made of `values` (the groupBy values in order); `Err(i)` if the
     /// `i`-th value is an object or array, which cannot be a key.
     #[inline]

@@ -197,6 +197,11 @@ impl Processor {
         self.store.len()
     }
 
+    /// What the open windows cost in memory (walks every window: for reports, not per record).
+    pub fn memory(&self) -> crate::store::StoreMemory {
+        self.store.memory()
+    }
+
     /// The restorable state.
     pub fn snapshot(&self) -> Snapshot {
         let mut windows: Vec<_> =

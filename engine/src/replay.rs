@@ -17,9 +17,12 @@
 //! Memory stays bounded by finality: the coordinator tracks each partition's log-time progress
 //! over its contiguously completed chunks, and asks workers to hand over windows that are final
 //! at that watermark; once every worker has done so, the merged window is complete and becomes
-//! an output document. At the end, the windows still open are merged in parallel: each worker
-//! sends every other worker the windows of its shard (by window start) and builds the documents
-//! of its own shard.
+//! an output document, handed to the caller right away ([`stream_files`]) rather than kept. At
+//! the end, the windows still open are merged in parallel: each worker sends every other worker
+//! the windows of its shard (by window start) and builds the documents of its own shard in
+//! order, a batch at a time through a bounded channel, while the coordinator merges the shards'
+//! streams into one sorted output. So neither the final documents of a long replay nor the
+//! documents of every open window at its end are ever all in memory at once.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -29,13 +32,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::key::KeyValue;
 use crate::output::WindowDoc;
 use crate::plan::JobPlan;
-use crate::store::{Counters, DeadReason, Outcome, WindowEntry, WindowState, WindowStore};
+use crate::store::{
+    Counters, DeadReason, Outcome, StoreMemory, WindowEntry, WindowState, WindowStore,
+};
 use crate::time::EpochMillis;
 use crate::value::Value;
 use crate::window::LogProgress;
@@ -52,6 +58,14 @@ pub struct ReplayOptions {
     /// progress, and so eviction of final windows, trails the reading by about one stripe per
     /// thread.
     pub stripe_bytes: usize,
+    /// Log time after a window's end at which a worker hands its partial state to the
+    /// coordinator, which merges the partials of every worker into one state per window. A
+    /// window's records arrive mostly within this time of its end (minutes in the reference
+    /// workload); the few later ones open a small partial again, handed over in turn. Without
+    /// it each worker would hold its own partial of every window of the lateness horizon, most
+    /// of them built from a handful of late records: on a workload with days of lateness and
+    /// many small windows that doubled the memory of the open windows.
+    pub settle_after_ms: i64,
 }
 
 impl Default for ReplayOptions {
@@ -60,6 +74,7 @@ impl Default for ReplayOptions {
             threads: thread::available_parallelism().map_or(2, |n| n.get()),
             chunk_bytes: 1 << 20,
             stripe_bytes: 16 << 20,
+            settle_after_ms: 3_600_000,
         }
     }
 }
@@ -103,7 +118,7 @@ pub struct ReplayProgress {
     pub records: u64,
 }
 
-/// Result of a replay.
+/// Result of a replay that kept its documents ([`replay_files`]).
 #[derive(Debug)]
 pub struct ReplayReport {
     /// Every window's final value, sorted by window start, then key.
@@ -112,7 +127,30 @@ pub struct ReplayReport {
     pub counters: Counters,
     /// Final log-time progress.
     pub progress: LogProgress,
+    /// The open windows' memory at its highest (see [`ReplayOutcome::peak_memory`]).
+    pub peak_memory: StoreMemory,
 }
+
+/// Result of a replay that streamed its documents ([`stream_files`]).
+#[derive(Debug)]
+pub struct ReplayOutcome {
+    /// Documents handed to the caller.
+    pub documents: u64,
+    /// Counters.
+    pub counters: Counters,
+    /// Final log-time progress.
+    pub progress: LogProgress,
+    /// The open windows' memory at its highest, every worker's partial states counted: sampled
+    /// at evictions (at most every [`MEMORY_SAMPLE_EVERY`]) and at the end, when the most
+    /// windows are open.
+    pub peak_memory: StoreMemory,
+}
+
+/// How often a worker measures its store while reading (a walk over every open window).
+pub const MEMORY_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Documents a worker builds and sends at a time at the end of a replay.
+const DOCUMENT_BATCH: usize = 2048;
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +169,9 @@ pub enum ReplayError {
     /// A worker thread panicked (a bug: please report it with the input).
     #[error("a replay worker panicked")]
     Worker,
+    /// A document could not be written.
+    #[error("cannot write documents: {0}")]
+    Output(io::Error),
 }
 
 /// The lines of one input whose first byte lies in `range`: the unit of work a worker claims.
@@ -264,16 +305,27 @@ struct ChunkDone {
 }
 
 enum Command {
-    /// Hand over the windows final at this watermark.
-    Evict(EpochMillis),
-    /// Every chunk is done: merge the open windows by shard and build their documents.
-    Drain { watermark: Option<EpochMillis> },
+    /// Hand over the windows final at `watermark` and those that ended at or before `ended`.
+    Evict { watermark: EpochMillis, ended: EpochMillis },
+    /// Every chunk is done: merge the open windows by shard and send their documents, in
+    /// order, in batches on `documents`.
+    Drain { watermark: Option<EpochMillis>, documents: Sender<Vec<WindowDoc>> },
 }
 
 enum Report {
     Chunk(ChunkDone),
-    Evicted { worker: usize, through: EpochMillis, entries: Vec<WindowEntry> },
-    Drained { documents: Vec<WindowDoc>, counters: Counters },
+    Evicted {
+        worker: usize,
+        through: EpochMillis,
+        entries: Vec<WindowEntry>,
+        memory: Option<StoreMemory>,
+    },
+    /// The worker has handed over every window it will evict and starts on its shard.
+    Draining {
+        worker: usize,
+        counters: Counters,
+        memory: StoreMemory,
+    },
     Failed(ReplayError),
 }
 
@@ -307,16 +359,36 @@ fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, ReplayError> {
         .collect()
 }
 
-/// Replays `inputs` (one file per partition) and returns every window's final value.
-/// Dead letters are passed to `on_dead` in offset order within each partition;
-/// `on_progress` is called after each chunk.
+/// Replays `inputs` (one file per partition) and returns every window's final value, sorted by
+/// window start and key; [`stream_files`] without the memory bound on the documents.
 pub fn replay_files(
+    plan: Arc<JobPlan>,
+    inputs: &[PathBuf],
+    options: &ReplayOptions,
+    on_dead: impl FnMut(&DeadLetter) -> io::Result<()>,
+    on_progress: impl FnMut(ReplayProgress),
+) -> Result<ReplayReport, ReplayError> {
+    let mut documents = Vec::new();
+    let outcome = stream_files(plan, inputs, options, on_dead, on_progress, |doc| {
+        documents.push(doc);
+        Ok(())
+    })?;
+    let ReplayOutcome { counters, progress, peak_memory, .. } = outcome;
+    Ok(ReplayReport { documents, counters, progress, peak_memory })
+}
+
+/// Replays `inputs` (one file per partition) and hands every window's final value to
+/// `on_document`, in order of window start, then key, as soon as it is known: a final window
+/// during the replay, the rest at the end. Dead letters are passed to `on_dead` in offset order
+/// within each partition; `on_progress` is called after each chunk.
+pub fn stream_files(
     plan: Arc<JobPlan>,
     inputs: &[PathBuf],
     options: &ReplayOptions,
     mut on_dead: impl FnMut(&DeadLetter) -> io::Result<()>,
     mut on_progress: impl FnMut(ReplayProgress),
-) -> Result<ReplayReport, ReplayError> {
+    on_document: impl FnMut(WindowDoc) -> io::Result<()>,
+) -> Result<ReplayOutcome, ReplayError> {
     let threads = options.threads.max(1);
     let inputs = open_inputs(inputs)?;
     let lens: Vec<u64> = inputs.iter().map(|i| i.len).collect();
@@ -336,9 +408,10 @@ pub fn replay_files(
         }
     }
     let mut stats = ReplayProgress { bytes_total: lens.iter().sum(), ..Default::default() };
+    let mut output = Output::new(on_document);
     let mut merged = FinalMerger::new(threads);
+    let mut memory = MemoryPeak::new(threads);
     let mut failure = None;
-    let mut documents = Vec::new();
     let mut counters = Counters::default();
 
     thread::scope(|scope| {
@@ -362,9 +435,9 @@ pub fn replay_files(
             };
             scope.spawn(move || worker.run(chunk_bytes));
         }
-        // Only the workers hold shard senders: a worker that ends drops its own, so none waits
-        // forever for a shard that will not come.
-        drop(shard_txs);
+        // Besides the workers, only the coordinator holds shard senders, until it has sent the
+        // merged windows at the end (or given up): a worker that ends drops its own, so none
+        // waits forever for a shard that will not come.
         drop(report_tx);
 
         let mut last_evict: Option<EpochMillis> = None;
@@ -394,10 +467,11 @@ pub fn replay_files(
                     }
                     chunks_since_evict += 1;
                 }
-                Report::Evicted { worker, through, entries } => {
-                    merged.add(&plan, worker, through, entries);
+                Report::Evicted { worker, through, entries, memory: sample } => {
+                    merged.add(&plan, worker, through, entries, &mut output);
+                    memory.observe(worker, sample, merged.memory);
                 }
-                Report::Drained { .. } => unreachable!("drain is sent after phase 1"),
+                Report::Draining { .. } => unreachable!("drain is sent after phase 1"),
                 Report::Failed(e) => {
                     failure = Some(e);
                     break;
@@ -409,7 +483,8 @@ pub fn replay_files(
                     if last_evict.is_none_or(|l| wm > l) {
                         last_evict = Some(wm);
                         for tx in &command_txs {
-                            let _ = tx.send(Command::Evict(wm));
+                            let ended = wm.saturating_sub(options.settle_after_ms.max(0));
+                            let _ = tx.send(Command::Evict { watermark: wm, ended });
                         }
                     }
                 }
@@ -421,21 +496,25 @@ pub fn replay_files(
         }
         // Phase 2: the workers merge what they still hold, one shard each.
         let watermark = progress.watermark();
+        let mut streams = Vec::new();
         for tx in &command_txs {
-            let _ = tx.send(Command::Drain { watermark });
+            let (documents, stream) = crossbeam_channel::bounded(2);
+            streams.push(stream);
+            let _ = tx.send(Command::Drain { watermark, documents });
         }
         drop(command_txs);
-        let mut drained = 0;
-        while drained < threads {
+        let mut draining = 0;
+        while draining < threads {
             let Ok(report) = report_rx.recv() else { break };
             match report {
-                Report::Evicted { worker, through, entries } => {
-                    merged.add(&plan, worker, through, entries)
+                Report::Evicted { worker, through, entries, memory: sample } => {
+                    merged.add(&plan, worker, through, entries, &mut output);
+                    memory.observe(worker, sample, merged.memory);
                 }
-                Report::Drained { documents: d, counters: c } => {
+                Report::Draining { worker, counters: c, memory: sample } => {
+                    memory.observe(worker, Some(sample), merged.memory);
                     counters.add(&c);
-                    documents.push(d);
-                    drained += 1;
+                    draining += 1;
                 }
                 Report::Chunk(_) => unreachable!("every chunk was reported in phase 1"),
                 Report::Failed(e) => {
@@ -444,19 +523,125 @@ pub fn replay_files(
                 }
             }
         }
+        if failure.is_some() {
+            return;
+        }
+        // Every worker evicted through the same watermarks, so every window final at them is
+        // out; the merger still holds the windows handed over before they were final, which
+        // go to their shards like every worker's open windows.
+        let mut buckets: Vec<Vec<WindowEntry>> = (0..threads).map(|_| Vec::new()).collect();
+        for entry in merged.take_pending() {
+            buckets[shard_of(entry.start, threads)].push(entry);
+        }
+        for (tx, bucket) in shard_txs.iter().zip(buckets) {
+            let _ = tx.send(bucket);
+        }
+        drop(shard_txs);
+        let mut streams: Vec<DocStream> = streams
+            .into_iter()
+            .map(|rx| DocStream { buffer: Vec::new().into_iter(), batches: Some(rx) })
+            .collect();
+        while let Some(doc) = next_in_order(&mut streams) {
+            output.write(doc);
+        }
+        // A worker that failed while merging its shard ends its stream early.
+        if let Ok(Report::Failed(e)) = report_rx.try_recv() {
+            failure.get_or_insert(e);
+        }
     });
-    if let Some(e) = failure {
+    if let Some(e) = failure.or(output.failure.take()) {
         return Err(e);
     }
-    // Every worker evicted through the same watermarks, so every window handed over is final
-    // and out of the merger, and the shards hold the rest, each window once.
-    let mut documents: Vec<WindowDoc> = merged
-        .finish(&plan, progress.watermark())
-        .into_iter()
-        .chain(documents.into_iter().flatten())
-        .collect();
-    documents.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
-    Ok(ReplayReport { documents, counters, progress })
+    let peak_memory = memory.peak;
+    Ok(ReplayOutcome { documents: output.written, counters, progress, peak_memory })
+}
+
+/// Where documents go, in order; remembers the first write error (later documents are dropped).
+struct Output<F> {
+    write: F,
+    written: u64,
+    failure: Option<ReplayError>,
+    last: Option<(EpochMillis, Box<[KeyValue]>)>,
+}
+
+impl<F: FnMut(WindowDoc) -> io::Result<()>> Output<F> {
+    fn new(write: F) -> Self {
+        Self { write, written: 0, failure: None, last: None }
+    }
+
+    fn write(&mut self, doc: WindowDoc) {
+        if self.failure.is_some() {
+            return;
+        }
+        if cfg!(debug_assertions) {
+            let at = (doc.start, doc.key.clone());
+            assert!(self.last.as_ref().is_none_or(|l| *l < at), "documents out of order");
+            self.last = Some(at);
+        }
+        match (self.write)(doc) {
+            Ok(()) => self.written += 1,
+            Err(e) => self.failure = Some(ReplayError::Output(e)),
+        }
+    }
+}
+
+/// One sorted source of documents at the end of a replay: the merger's remainder, or a
+/// worker's shard arriving in batches.
+struct DocStream {
+    buffer: std::vec::IntoIter<WindowDoc>,
+    batches: Option<Receiver<Vec<WindowDoc>>>,
+}
+
+impl DocStream {
+    /// Awaits the next batch when the buffer is empty and more may come.
+    fn peek(&mut self) {
+        while self.buffer.as_slice().is_empty() {
+            let Some(batches) = &self.batches else { return };
+            match batches.recv() {
+                Ok(batch) => self.buffer = batch.into_iter(),
+                Err(_) => self.batches = None,
+            }
+        }
+    }
+}
+
+/// Takes the smallest next document (by window start, then key) of `streams`. A stream's next
+/// batch is awaited only once its buffer is empty, so at most a batch or two per worker is
+/// held.
+fn next_in_order(streams: &mut [DocStream]) -> Option<WindowDoc> {
+    for s in streams.iter_mut() {
+        s.peek();
+    }
+    let best = streams
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.buffer.as_slice().first().map(|d| (i, d)))
+        .min_by(|(_, a), (_, b)| (a.start, &a.key).cmp(&(b.start, &b.key)))?
+        .0;
+    streams[best].buffer.next()
+}
+
+/// The highest total of every worker's latest memory sample and the merger's windows.
+struct MemoryPeak {
+    latest: Vec<StoreMemory>,
+    peak: StoreMemory,
+}
+
+impl MemoryPeak {
+    fn new(workers: usize) -> Self {
+        Self { latest: vec![StoreMemory::default(); workers], peak: StoreMemory::default() }
+    }
+
+    fn observe(&mut self, worker: usize, sample: Option<StoreMemory>, merger: StoreMemory) {
+        let Some(sample) = sample else { return };
+        self.latest[worker] = sample;
+        let mut total = merger;
+        self.latest.iter().for_each(|m| total.add(m));
+        let bytes = |m: &StoreMemory| m.state_bytes + m.index_bytes;
+        if bytes(&total) > bytes(&self.peak) {
+            self.peak = total;
+        }
+    }
 }
 
 /// One replay thread: reads and folds the stripes it claims, hands over final windows when
@@ -480,6 +665,7 @@ impl Worker<'_> {
         let mut store = WindowStore::new();
         let mut buf = vec![0; chunk_bytes];
         let mut drain = None;
+        let mut sampled = Instant::now();
         while let Some(stripe) = self.stripes.get(self.next_stripe.fetch_add(1, Ordering::Relaxed))
         {
             let input = &self.inputs[stripe.partition as usize];
@@ -492,8 +678,12 @@ impl Worker<'_> {
                 let _ = self.report.send(Report::Chunk(done));
                 while let Ok(command) = self.commands.try_recv() {
                     match command {
-                        Command::Evict(watermark) => self.evict(&mut store, watermark),
-                        Command::Drain { watermark } => drain = Some(watermark),
+                        Command::Evict { watermark, ended } => {
+                            self.evict(&mut store, watermark, ended, &mut sampled);
+                        }
+                        Command::Drain { watermark, documents } => {
+                            drain = Some((watermark, documents))
+                        }
                     }
                 }
             });
@@ -505,24 +695,52 @@ impl Worker<'_> {
         }
         while drain.is_none() {
             match self.commands.recv() {
-                Ok(Command::Evict(watermark)) => self.evict(&mut store, watermark),
-                Ok(Command::Drain { watermark }) => drain = Some(watermark),
+                Ok(Command::Evict { watermark, ended }) => {
+                    self.evict(&mut store, watermark, ended, &mut sampled);
+                }
+                Ok(Command::Drain { watermark, documents }) => {
+                    drain = Some((watermark, documents));
+                }
                 Err(_) => return,
             }
         }
-        let watermark = drain.expect("set above");
-        self.merge_shard(store, watermark);
+        let (watermark, documents) = drain.expect("set above");
+        let _ = self.report.send(Report::Draining {
+            worker: self.index,
+            counters: store.counters,
+            memory: store.memory(),
+        });
+        self.merge_shard(store, watermark, &documents);
     }
 
-    fn evict(&self, store: &mut WindowStore, watermark: EpochMillis) {
-        let entries = store.take_final(self.plan, watermark);
-        let _ =
-            self.report.send(Report::Evicted { worker: self.index, through: watermark, entries });
+    /// Hands over the windows final at `watermark` and those that ended at or before `ended`,
+    /// with a measure of the store before that (its high point) if the last one is older than
+    /// [`MEMORY_SAMPLE_EVERY`].
+    fn evict(
+        &self,
+        store: &mut WindowStore,
+        watermark: EpochMillis,
+        ended: EpochMillis,
+        sampled: &mut Instant,
+    ) {
+        let memory = (sampled.elapsed() >= MEMORY_SAMPLE_EVERY).then(|| {
+            *sampled = Instant::now();
+            store.memory()
+        });
+        let mut entries = store.take_final(self.plan, watermark);
+        entries.extend(store.take_ended(self.plan, ended));
+        let worker = self.index;
+        let _ = self.report.send(Report::Evicted { worker, through: watermark, entries, memory });
     }
 
     /// Sends every worker its shard of this worker's open windows, then merges this worker's
     /// shard from all of them and builds its documents.
-    fn merge_shard(self, mut store: WindowStore, watermark: Option<EpochMillis>) {
+    fn merge_shard(
+        self,
+        mut store: WindowStore,
+        watermark: Option<EpochMillis>,
+        documents: &Sender<Vec<WindowDoc>>,
+    ) {
         let shards = self.shards.len();
         let mut buckets: Vec<Vec<WindowEntry>> = (0..shards).map(|_| Vec::new()).collect();
         for entry in store.drain() {
@@ -533,14 +751,14 @@ impl Worker<'_> {
         }
         drop(self.shards);
         let mut entries = Vec::new();
-        for _ in 0..shards {
+        // One bucket from every worker and one from the coordinator's merger.
+        for _ in 0..shards + 1 {
             match self.inbox.recv() {
                 Ok(bucket) => entries.extend(bucket),
                 Err(_) => return,
             }
         }
-        let documents = merge_entries(self.plan, entries, watermark);
-        let _ = self.report.send(Report::Drained { documents, counters: store.counters });
+        merge_entries(self.plan, entries, watermark, |batch| documents.send(batch).is_ok());
     }
 }
 
@@ -556,28 +774,34 @@ fn document_at(plan: &JobPlan, entry: &WindowEntry, watermark: Option<EpochMilli
     WindowDoc::build(plan, entry, is_final)
 }
 
-/// Merges the partial states of each window and key and builds one document for each, sorted
-/// by window start and key; final if final at `watermark`.
+/// Merges the partial states of each window and key and builds one document for each, in order
+/// of window start and key, final if final at `watermark`; passes them on in batches of
+/// [`DOCUMENT_BATCH`] until `send` returns false. Each window's states are freed as soon as its
+/// document is built.
 fn merge_entries(
     plan: &JobPlan,
     mut entries: Vec<WindowEntry>,
     watermark: Option<EpochMillis>,
-) -> Vec<WindowDoc> {
+    mut send: impl FnMut(Vec<WindowDoc>) -> bool,
+) {
     entries.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
-    let build = |e: &WindowEntry| document_at(plan, e, watermark);
-    let mut documents = Vec::new();
+    let mut batch = Vec::with_capacity(DOCUMENT_BATCH);
     let mut entries = entries.into_iter();
-    let Some(mut current) = entries.next() else { return documents };
+    let Some(mut current) = entries.next() else { return };
     for e in entries {
         if e.start == current.start && e.key == current.key {
             current.state.merge(&e.state);
-        } else {
-            documents.push(build(&current));
-            current = e;
+            continue;
+        }
+        batch.push(document_at(plan, &std::mem::replace(&mut current, e), watermark));
+        if batch.len() == DOCUMENT_BATCH
+            && !send(std::mem::replace(&mut batch, Vec::with_capacity(DOCUMENT_BATCH)))
+        {
+            return;
         }
     }
-    documents.push(build(&current));
-    documents
+    batch.push(document_at(plan, &current, watermark));
+    send(batch);
 }
 
 fn process_chunk(
@@ -677,7 +901,17 @@ impl PartitionLog {
 struct FinalMerger {
     evicted_through: Vec<Option<EpochMillis>>,
     pending: BTreeMap<(EpochMillis, Box<[KeyValue]>), WindowState>,
-    documents: Vec<WindowDoc>,
+    /// What `pending` holds, kept up to date as it changes.
+    memory: StoreMemory,
+}
+
+/// Bytes a pending window costs besides its state: its B-tree slot (nodes are about 2/3 full)
+/// and its key on the heap.
+fn pending_overhead(key: &[KeyValue]) -> usize {
+    let slot = std::mem::size_of::<((EpochMillis, Box<[KeyValue]>), WindowState)>() * 3 / 2;
+    let strings: usize =
+        key.iter().map(|k| if let KeyValue::Str(s) = k { s.len() } else { 0 }).sum();
+    slot + std::mem::size_of_val(key) + strings
 }
 
 impl FinalMerger {
@@ -685,27 +919,46 @@ impl FinalMerger {
         Self {
             evicted_through: vec![None; workers],
             pending: BTreeMap::new(),
-            documents: Vec::new(),
+            memory: StoreMemory::default(),
         }
     }
 
+    /// Merges handed-over windows into the pending ones.
     fn merge(&mut self, entries: Vec<WindowEntry>) {
+        use std::collections::btree_map::Entry;
         for e in entries {
-            match self.pending.get_mut(&(e.start, e.key.clone())) {
-                Some(s) => s.merge(&e.state),
-                None => {
-                    self.pending.insert((e.start, e.key), e.state);
+            let overhead = pending_overhead(&e.key);
+            match self.pending.entry((e.start, e.key)) {
+                Entry::Occupied(mut pending) => {
+                    let state = pending.get_mut();
+                    self.memory.state_bytes -= state.memory_bytes();
+                    state.merge(&e.state);
+                    self.memory.state_bytes += state.memory_bytes();
+                }
+                Entry::Vacant(pending) => {
+                    self.memory.open_windows += 1;
+                    self.memory.state_bytes += e.state.memory_bytes();
+                    self.memory.index_bytes += overhead;
+                    pending.insert(e.state);
                 }
             }
         }
     }
 
-    fn add(
+    /// Takes the first pending window out of the memory count.
+    fn forget(&mut self, key: &[KeyValue], state: &WindowState) {
+        self.memory.open_windows -= 1;
+        self.memory.state_bytes -= state.memory_bytes();
+        self.memory.index_bytes -= pending_overhead(key);
+    }
+
+    fn add<F: FnMut(WindowDoc) -> io::Result<()>>(
         &mut self,
         plan: &JobPlan,
         worker: usize,
         through: EpochMillis,
         entries: Vec<WindowEntry>,
+        output: &mut Output<F>,
     ) {
         self.merge(entries);
         self.evicted_through[worker] = Some(through);
@@ -718,17 +971,17 @@ impl FinalMerger {
                 break;
             }
             let ((start, key), state) = self.pending.pop_first().expect("non-empty");
+            self.forget(&key, &state);
             let entry = WindowEntry { start, key, state };
-            self.documents.push(WindowDoc::build(plan, &entry, true));
+            output.write(WindowDoc::build(plan, &entry, true));
         }
     }
 
-    fn finish(mut self, plan: &JobPlan, watermark: Option<EpochMillis>) -> Vec<WindowDoc> {
-        for ((start, key), state) in std::mem::take(&mut self.pending) {
-            let entry = WindowEntry { start, key, state };
-            self.documents.push(document_at(plan, &entry, watermark));
-        }
-        self.documents
+    /// The windows handed over but not final yet.
+    fn take_pending(&mut self) -> impl Iterator<Item = WindowEntry> {
+        self.memory = StoreMemory::default();
+        let pending = std::mem::take(&mut self.pending);
+        pending.into_iter().map(|((start, key), state)| WindowEntry { start, key, state })
     }
 }
 
@@ -866,7 +1119,8 @@ mod tests {
         let path = dir.path().join("p0.ndjson");
         std::fs::write(&path, &content).unwrap();
         let run = |threads, stripe_bytes| {
-            let options = ReplayOptions { threads, chunk_bytes: 64, stripe_bytes };
+            let options =
+                ReplayOptions { threads, chunk_bytes: 64, stripe_bytes, settle_after_ms: 0 };
             let mut dead = Vec::new();
             let report = replay_files(
                 Arc::clone(&plan),

@@ -103,6 +103,11 @@ impl WindowState {
         }
     }
 
+    /// Bytes of its aggregates, inline and on the heap.
+    pub fn memory_bytes(&self) -> usize {
+        self.aggs.iter().map(AggState::memory_bytes).sum()
+    }
+
     /// Merges another partial state of the same window and key.
     pub fn merge(&mut self, other: &WindowState) {
         self.records += other.records;
@@ -347,9 +352,23 @@ impl WindowStore {
     /// Removes and returns every window that is final at `watermark`, oldest first.
     pub fn take_final(&mut self, plan: &JobPlan, watermark: EpochMillis) -> Vec<WindowEntry> {
         self.final_through = Some(self.final_through.map_or(watermark, |t| t.max(watermark)));
+        self.take_while(|start| plan.window.is_final(start, plan.max_lateness_ms, watermark))
+    }
+
+    /// Removes and returns every window that ended at or before `end`, oldest first, final or
+    /// not: a window that gets another record later opens again, with only that record. For a
+    /// replay worker handing over windows that rarely change any more (see
+    /// [`crate::replay`]), not for a store whose windows must stay whole.
+    pub fn take_ended(&mut self, plan: &JobPlan, end: EpochMillis) -> Vec<WindowEntry> {
+        self.take_while(|start| plan.window.end_of(start) <= end)
+    }
+
+    /// Removes the oldest windows while `take(start)` holds (it must hold for a prefix of the
+    /// starts).
+    fn take_while(&mut self, take: impl Fn(EpochMillis) -> bool) -> Vec<WindowEntry> {
         let mut out = Vec::new();
         while let Some((&start, _)) = self.windows.by_start.first_key_value() {
-            if !plan.window.is_final(start, plan.max_lateness_ms, watermark) {
+            if !take(start) {
                 break;
             }
             let (_, key_ids) = self.windows.by_start.pop_first().expect("non-empty");
@@ -467,6 +486,55 @@ impl WindowStore {
     /// Whether no window is open.
     pub fn is_empty(&self) -> bool {
         self.windows.states.is_empty()
+    }
+
+    /// What the open windows cost in memory: their states (inline and on the heap) and the
+    /// structures that find them (window index, start order, dirty list). Walks every open
+    /// window, so it is for reports (the end of a replay, checkpoints), not for every record.
+    pub fn memory(&self) -> StoreMemory {
+        let w = &self.windows;
+        let states: usize = w
+            .states
+            .iter()
+            .map(|(_, s)| s.aggs.iter().map(AggState::memory_bytes).sum::<usize>())
+            .sum();
+        let entry = std::mem::size_of::<(WindowKey, WindowState)>();
+        // hashbrown: one control byte per bucket besides the entry.
+        let bucket = std::mem::size_of::<(WindowKey, u32)>() + 1;
+        let by_start: usize = w.by_start.values().map(|keys| keys.capacity() * 4 + 48).sum();
+        let index = w.states.capacity() * entry
+            + w.index.capacity() * bucket
+            + by_start
+            + w.recent.capacity() * std::mem::size_of::<Option<(EpochMillis, u32)>>()
+            + self.dirty.capacity() * std::mem::size_of::<WindowKey>()
+            + self.keys.memory_bytes();
+        StoreMemory { open_windows: w.states.len(), state_bytes: states, index_bytes: index }
+    }
+}
+
+/// Memory held by a store's open windows ([`WindowStore::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreMemory {
+    /// Open windows.
+    pub open_windows: usize,
+    /// Aggregate states, inline and on the heap.
+    pub state_bytes: usize,
+    /// Everything else per window: the dense vector of states, the window index, the
+    /// start order, the dirty list and the interned group keys.
+    pub index_bytes: usize,
+}
+
+impl StoreMemory {
+    /// Adds another store's (another worker's) figures.
+    pub fn add(&mut self, other: &StoreMemory) {
+        self.open_windows += other.open_windows;
+        self.state_bytes += other.state_bytes;
+        self.index_bytes += other.index_bytes;
+    }
+
+    /// State and index bytes per open window (0 without any).
+    pub fn bytes_per_window(&self) -> usize {
+        (self.state_bytes + self.index_bytes).checked_div(self.open_windows).unwrap_or(0)
     }
 }
 

@@ -38,7 +38,7 @@ use crate::source::kafka::{KafkaSource, Polled, Positions};
 use crate::source::monitor::TopicMonitor;
 use crate::status::{
     Backlog, CheckpointStatus, EngineStatus, PartitionStatus, Phase, RecordCounts,
-    RestoredCheckpoint, StatusBoard,
+    RestoredCheckpoint, StatusBoard, WindowMemory,
 };
 use crate::EngineError;
 
@@ -111,6 +111,8 @@ struct Engine {
     /// record, e.g. transaction markers, still count as consumed).
     reached: BTreeMap<u32, i64>,
     last_checkpoint: Option<CheckpointStatus>,
+    /// The open windows' memory, measured at the last checkpoint.
+    window_memory: Option<WindowMemory>,
     restored: Option<RestoredCheckpoint>,
     documents_out: u64,
     sink_conflicts: u64,
@@ -263,6 +265,7 @@ impl Engine {
             assigned,
             reached: BTreeMap::new(),
             last_checkpoint: None,
+            window_memory: None,
             restored,
             documents_out: 0,
             sink_conflicts: 0,
@@ -584,6 +587,9 @@ impl Engine {
         self.dead_letters.flush()?;
         let snapshot = self.processor.snapshot_bytes();
         let bytes = snapshot.len() as u64;
+        let memory = WindowMemory::from(self.processor.memory());
+        self.board.metrics.window_memory.set((memory.state_bytes + memory.index_bytes) as i64);
+        self.window_memory = Some(memory);
         let taken_at_ms = now_ms();
         self.store.save(&Checkpoint { seq: self.next_seq, taken_at_ms, snapshot })?;
         // The committed offsets mirror the checkpoint for lag tools; the checkpoint is what a
@@ -671,6 +677,7 @@ impl Engine {
                 documents_out: self.documents_out,
             },
             open_windows: self.processor.open_windows() as u64,
+            window_memory: self.window_memory,
             sink,
             last_checkpoint: self.last_checkpoint.clone(),
             restored_checkpoint: self.restored.clone(),

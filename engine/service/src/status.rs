@@ -148,6 +148,30 @@ pub struct CheckpointStatus {
     pub unstaged_windows: u64,
 }
 
+/// Memory of the open windows (`window_memory` in `/status`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct WindowMemory {
+    /// Open windows measured.
+    pub open_windows: u64,
+    /// Their aggregate states, inline and on the heap.
+    pub state_bytes: u64,
+    /// What finds them: the window index, start order, changed list and interned keys.
+    pub index_bytes: u64,
+    /// `(state_bytes + index_bytes) / open_windows`.
+    pub bytes_per_window: u64,
+}
+
+impl From<kappa_engine::store::StoreMemory> for WindowMemory {
+    fn from(m: kappa_engine::store::StoreMemory) -> Self {
+        Self {
+            open_windows: m.open_windows as u64,
+            state_bytes: m.state_bytes as u64,
+            index_bytes: m.index_bytes as u64,
+            bytes_per_window: m.bytes_per_window() as u64,
+        }
+    }
+}
+
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct EngineStatus {
@@ -180,6 +204,10 @@ pub struct EngineStatus {
     pub records: RecordCounts,
     /// Open windows held in memory.
     pub open_windows: u64,
+    /// What the open windows cost in memory, measured at the last checkpoint (the snapshot
+    /// walks every window anyway); none before the first.
+    #[serde(default)]
+    pub window_memory: Option<WindowMemory>,
     /// Sink health.
     pub sink: SinkStatus,
     /// Last complete checkpoint.
@@ -227,6 +255,8 @@ pub struct Metrics {
     pub event_time_watermark: IntGauge,
     /// `kappa_open_windows`.
     pub open_windows: IntGauge,
+    /// `kappa_window_memory_bytes`.
+    pub window_memory: IntGauge,
     /// `kappa_checkpoints_total`.
     pub checkpoints: IntCounter,
     /// `kappa_checkpoint_duration_seconds`.
@@ -345,6 +375,10 @@ impl Metrics {
                 "Event-time watermark: windows ending before it are final, Unix seconds.",
             ),
             open_windows: gauge("kappa_open_windows", "Open windows held in memory."),
+            window_memory: gauge(
+                "kappa_window_memory_bytes",
+                "Bytes of the open windows (states and index), measured at the last checkpoint.",
+            ),
             checkpoints: counter("kappa_checkpoints_total", "Checkpoints taken."),
             checkpoint_duration: histogram(
                 "kappa_checkpoint_duration_seconds",

@@ -31,6 +31,12 @@ pub struct GenArgs {
     /// records per window, most of them open at once under the 3-day lateness.
     #[arg(long, default_value_t = 3)]
     servers: u32,
+    /// The many-small-windows workload of the memory bench: 4 servers and the records spread
+    /// over 5 days of log time (overrides --servers and --rate). Under the reference job's 3-day
+    /// lateness most windows are open at once: about 150k at the end of 10M records, with a few
+    /// dozen records each.
+    #[arg(long = "small-windows")]
+    small_windows: bool,
     /// Share of malformed lines (0..1).
     #[arg(long = "malformed", default_value_t = 0.005)]
     malformed_ratio: f64,
@@ -39,13 +45,23 @@ pub struct GenArgs {
     too_late_ratio: f64,
 }
 
+/// Servers of `--small-windows`: with the 8 transaction types, 32 group keys per minute.
+const SMALL_WINDOWS_SERVERS: u32 = 4;
+/// Log time `--small-windows` spreads the records over: 5 days.
+const SMALL_WINDOWS_SPAN_SECS: f64 = 5.0 * 86_400.0;
+
 /// Writes the files and prints what was written.
 pub fn run(args: &GenArgs) -> anyhow::Result<ExitCode> {
+    let (servers, rate) = if args.small_windows {
+        (SMALL_WINDOWS_SERVERS, args.records as f64 / SMALL_WINDOWS_SPAN_SECS)
+    } else {
+        (args.servers, args.rate)
+    };
     let cfg = GenConfig {
         records: args.records,
         seed: args.seed,
-        rate_per_sec: args.rate,
-        servers: args.servers,
+        rate_per_sec: rate,
+        servers,
         malformed_ratio: args.malformed_ratio,
         too_late_ratio: args.too_late_ratio,
         ..GenConfig::default()

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use kappa_engine::replay::{replay_files, ReplayOptions};
+use kappa_engine::replay::{stream_files, ReplayOptions};
 use kappa_engine::JobPlan;
 
 /// Arguments of `kappa run`.
@@ -98,8 +98,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         )
         .expect("static template"),
     );
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::with_capacity(
+            1 << 20,
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
     let started = Instant::now();
-    let report = replay_files(
+    // Documents are written as they become known (final windows during the replay, the rest
+    // at the end), in order of window start and key, so none are held in memory.
+    let report = stream_files(
         Arc::clone(&plan),
         &args.input,
         &options,
@@ -113,38 +122,34 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.2} M records/s", p.records as f64 / secs / 1e6));
         },
+        |doc| writeln!(out, "{}", doc.body),
     )?;
     bar.finish_and_clear();
     if let Some(mut w) = dead_out {
         w.flush().context("cannot write dead letters")?;
     }
-
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::with_capacity(
-            1 << 20,
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
-    for doc in &report.documents {
-        writeln!(out, "{}", doc.body).context("cannot write output")?;
-    }
     out.flush().context("cannot write output")?;
 
     let elapsed = started.elapsed().as_secs_f64();
     let c = report.counters;
+    let m = report.peak_memory;
     eprintln!(
         "kappa run: {} records in, {} folded, {} filtered, {} late-dropped, {} dead-lettered, \
-         {} windows out in {:.2}s ({:.2} M records/s, {} threads)",
+         {} windows out in {:.2}s ({:.2} M records/s, {} threads); at most {} open windows \
+         held, {} bytes each (states {} + index {}, every worker's partial states counted)",
         c.records_in,
         c.folded,
         c.filtered,
         c.late,
         c.dead,
-        report.documents.len(),
+        report.documents,
         elapsed,
         c.records_in as f64 / elapsed.max(1e-9) / 1e6,
         options.threads,
+        m.open_windows,
+        m.bytes_per_window(),
+        m.state_bytes.checked_div(m.open_windows).unwrap_or(0),
+        m.index_bytes.checked_div(m.open_windows).unwrap_or(0),
     );
     Ok(ExitCode::SUCCESS)
 }
