@@ -3,6 +3,11 @@
 //! [`validate`] also repeats the schema's bounds (patterns, lengths, ranges), so a manifest
 //! that `kappa run` accepts is one `kubectl apply` accepts too, and it reports every problem at
 //! once, each with the path of the field to fix.
+//!
+//! CEL expressions are only parsed here: what the engine evaluates is decided by its compiler,
+//! which this crate cannot depend on. `kappa_engine::plan::validate` adds the compiler's
+//! verdict on every expression ([`cel_expressions`] lists them) to these checks; every command
+//! and the operator validate through it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -61,6 +66,9 @@ impl std::fmt::Display for FieldError {
 
 /// Every semantic problem of `job`, in field order; empty when the job is valid.
 ///
+/// CEL expressions are checked to parse, not to compile: `kappa_engine::plan::validate` is the
+/// whole check (see the module documentation).
+///
 /// ```
 /// let mut job = kappa_crds::load_manifest(kappa_crds::REFERENCE_JOB_YAML).unwrap();
 /// job.spec.version = "V2".into();
@@ -96,6 +104,21 @@ pub fn validate(job: &StreamJob) -> Vec<FieldError> {
         errors.dns_label("spec.activeVersion", active);
     }
     errors.0
+}
+
+/// Every CEL expression of `pipeline` with the field path its problems are reported at, in
+/// manifest order: the filter, the derived fields, the aggregates' `where` clauses.
+pub fn cel_expressions(pipeline: &PipelineSpec) -> Vec<(String, &str)> {
+    const AT: &str = "spec.pipeline";
+    let filter = pipeline.filter.as_deref().map(|f| (format!("{AT}.filter"), f));
+    let derived = pipeline
+        .derived
+        .iter()
+        .map(|(name, expr)| (map_key_path(&format!("{AT}.derived"), name), expr.as_str()));
+    let conditions = pipeline.aggregates.iter().enumerate().filter_map(|(i, a)| {
+        a.where_.as_deref().map(|w| (format!("{AT}.aggregates[{i}].where"), w))
+    });
+    filter.into_iter().chain(derived).chain(conditions).collect()
 }
 
 /// Collects field errors; the helpers return whether the value was fine.

@@ -1,8 +1,10 @@
 //! The compiled form of a job: slots, timestamp readers, CEL programs, window shape and
-//! aggregates, built once from a validated `StreamJob` and shared by every worker.
+//! aggregates, built once from a validated `StreamJob` and shared by every worker; and
+//! [`validate`], the check that a job will compile, which every entry point runs.
 
 use kappa_crds::duration::parse_duration_millis;
-use kappa_crds::{AggregateOp, SinkMode, StreamJob, TimeField, TimeFormat};
+use kappa_crds::load::{parse_manifest, ManifestError};
+use kappa_crds::{AggregateOp, FieldError, SinkMode, StreamJob, TimeField, TimeFormat};
 
 use crate::aggregate::AggKind;
 use crate::cel::{self, Program};
@@ -12,7 +14,7 @@ use crate::time::{parse_rfc3339_cached, seconds_to_millis, EpochMillis, MinuteCa
 use crate::value::Value;
 use crate::window::WindowShape;
 
-/// Why a job could not be compiled. The manifest validation catches these first; this is the
+/// Why a job could not be compiled. [`validate`] reports all of these first; this is the
 /// engine's own guard, naming the same field paths.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -164,9 +166,9 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
-    /// Validates `job` and compiles it.
+    /// Validates `job` (as [`validate`] does) and compiles it.
     pub fn compile(job: &StreamJob) -> Result<Self, PlanError> {
-        let errors = kappa_crds::validate(job);
+        let errors = validate(job);
         if !errors.is_empty() {
             let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
             return Err(PlanError::Invalid(text));
@@ -248,5 +250,48 @@ impl JobPlan {
     /// Number of slots a decoded record has.
     pub fn slot_count(&self) -> usize {
         self.fields.len()
+    }
+}
+
+/// Every problem that keeps `job` from running, each with its field path: the manifest's rules
+/// ([`kappa_crds::validate`], which only parses CEL) and every expression this engine's CEL
+/// compiler refuses, all of them rather than the first. `kappa validate`, `kappa up` and the
+/// operator's admission all call this, so a job they accept is one [`JobPlan::compile`] accepts.
+///
+/// ```
+/// let mut job = kappa_crds::load_manifest(kappa_crds::REFERENCE_JOB_YAML).unwrap();
+/// job.spec.pipeline.filter = Some("tags.exists(t, t == 'test')".into());
+/// assert!(kappa_crds::validate(&job).is_empty(), "it parses");
+/// let errors = kappa_engine::plan::validate(&job);
+/// assert_eq!(errors[0].path, "spec.pipeline.filter");
+/// assert!(errors[0].message.starts_with("macro `exists` is not supported"));
+/// ```
+pub fn validate(job: &StreamJob) -> Vec<FieldError> {
+    let mut errors = kappa_crds::validate(job);
+    let pipeline = &job.spec.pipeline;
+    // As in `JobPlan::compile`: derived names first, so expressions may read them.
+    let mut fields = FieldTable::new();
+    for name in pipeline.derived.keys() {
+        fields.declare_derived(name);
+    }
+    for (path, source) in kappa_crds::validate::cel_expressions(pipeline) {
+        match cel::compile(source, &mut fields) {
+            // The manifest's rules parse with the same parser and have reported it already.
+            Ok(_) | Err(cel::CelError::Parse { .. }) => {}
+            Err(e) => errors.push(FieldError::new(path, e.to_string())),
+        }
+    }
+    errors
+}
+
+/// Parses a StreamJob manifest and [`validate`]s it: [`kappa_crds::load_manifest`] with the
+/// engine's verdict on its expressions. Every command that reads a job file loads it with this.
+pub fn load_manifest(yaml: &str) -> Result<StreamJob, ManifestError> {
+    let job = parse_manifest(yaml)?;
+    let errors = validate(&job);
+    if errors.is_empty() {
+        Ok(job)
+    } else {
+        Err(ManifestError::Invalid(errors))
     }
 }

@@ -572,12 +572,10 @@ async fn deletion_under_delete_removes_indexes_and_a_dead_elasticsearch_cannot_b
     rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_job_is_refused_with_field_paths_and_nothing_runs() {
-    let mut h = Harness::new(10, Settings::default()).await;
-    let mut job = h.job("v1", V2_FILTER);
-    job.spec.pipeline.max_lateness = "3 days".into();
-    h.apply(&job);
+/// Applies `job`, reconciles, and returns the `Degraded` condition's message after checking
+/// the job was refused as invalid and that nothing was started.
+async fn refused_as_invalid(h: &mut Harness, job: &StreamJob) -> String {
+    h.apply(job);
     h.reconcile().await;
     h.reconcile().await;
     let stored = h.stored().unwrap();
@@ -587,9 +585,28 @@ async fn an_invalid_job_is_refused_with_field_paths_and_nothing_runs() {
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded").cloned())
         .expect("a Degraded condition");
     assert_eq!(degraded.reason, "InvalidSpec");
-    assert!(degraded.message.contains("spec.pipeline.maxLateness"), "{}", degraded.message);
     assert!(h.kube.list_as::<Deployment>(Some(NS)).is_empty());
     rbac_coverage::assert_requests_allowed(&h.kube.requests(), HARNESS_REQUESTS);
+    degraded.message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_job_is_refused_with_field_paths_and_nothing_runs() {
+    let mut h = Harness::new(10, Settings::default()).await;
+    let mut job = h.job("v1", V2_FILTER);
+    job.spec.pipeline.max_lateness = "3 days".into();
+    let message = refused_as_invalid(&mut h, &job).await;
+    assert!(message.contains("spec.pipeline.maxLateness"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cel_the_engine_cannot_compile_is_refused_at_admission() {
+    // Valid CEL syntax, so only the engine's compiler refuses it: without it the Deployment
+    // would start and its engine crash-loop.
+    let mut h = Harness::new(10, Settings::default()).await;
+    let job = h.job("v1", "!tags.exists(t, t == 'test')");
+    let message = refused_as_invalid(&mut h, &job).await;
+    assert!(message.contains("spec.pipeline.filter: macro `exists` is not supported"), "{message}");
 }
 
 /// Every request above is allowed by the chart's RBAC (`rbac::RULES`), except these, which the

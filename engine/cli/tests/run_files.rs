@@ -113,6 +113,37 @@ fn validate_accepts_the_reference_job_and_reports_every_problem() {
     assert!(stderr.contains("spec.pipeline.maxLateness"), "several errors at once: {stderr}");
 }
 
+/// `kappa validate` on the reference job with `filter` replaced by `filter`.
+fn validate_with_filter(filter: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.yaml");
+    let text = std::fs::read_to_string(JOB).unwrap();
+    let text = text.replace("filter: \"status != 'test'\"", &format!("filter: {filter:?}"));
+    assert!(text.contains(filter), "the reference job has the filter this test replaces");
+    std::fs::write(&job, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(["validate", "-f", job.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn validate_compiles_cel_with_the_engine_compiler() {
+    // Valid CEL that the engine cannot evaluate: refused with the path and the alternatives,
+    // not left to crash-loop the engine.
+    let refused = validate_with_filter("!tags.exists(t, t == 'test')");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("spec.pipeline.filter: macro `exists` is not supported"), "{stderr}");
+    assert!(stderr.contains("has(a.b)"), "what to write instead: {stderr}");
+
+    let accepted = validate_with_filter(
+        "status != 'test' && !server.matches('^canary-') \
+         && timestamp(event_time) > timestamp('2024-01-01T00:00:00Z')",
+    );
+    assert!(accepted.status.success(), "{}", String::from_utf8_lossy(&accepted.stderr));
+}
+
 #[test]
 fn crd_prints_the_committed_crd() {
     let out = kappa(&["crd"]);

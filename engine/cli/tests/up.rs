@@ -4,7 +4,8 @@
 //! Elasticsearch-API server). The test only edits the job file and calls the CLI, as a user
 //! would: v1 → v2 → alias swap → the documents through the alias equal the batch reference →
 //! `kappa rollback --local` → the alias is back on v1 → a restart of `kappa up`, even after
-//! kill -9, resumes.
+//! kill -9, resumes. A job file whose CEL the engine cannot compile is refused before anything
+//! runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -194,6 +195,42 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+#[test]
+fn up_refuses_a_job_whose_cel_the_engine_cannot_compile() {
+    // Valid CEL syntax: without the engine's compiler in validation, `kappa up` would start and
+    // its engine crash-loop.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.yaml");
+    let mut job = kappa_crds::load_manifest(kappa_crds::REFERENCE_JOB_YAML).unwrap();
+    job.spec.pipeline.filter = Some("!tags.exists(t, t == 'test')".into());
+    std::fs::write(&file, serde_yaml::to_string(&job).unwrap()).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .arg("up")
+        .arg("-f")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            stop(&mut up);
+            panic!("kappa up accepted the job and ran");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = up.wait_with_output().unwrap();
+    assert!(!status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("spec.pipeline.filter: macro `exists` is not supported"), "{stderr}");
 }
 
 #[test]

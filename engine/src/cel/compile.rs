@@ -5,16 +5,14 @@ use std::borrow::Cow;
 
 use cel::common::ast::{operators, CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue};
 
-use super::error::CelError;
+use super::error::{CelError, INSTEAD_OF_FUNCTION};
 use super::eval::{self, ArithOp, CmpOp, Conversion, Field, Node, Number, StrOp, StrSet};
+use super::temporal::{Temporal, TimeCmpOp, TimeNode};
 use crate::fields::FieldTable;
 use crate::value::Value;
 
 /// CEL standard functions outside Kappa's subset: named as unsupported rather than unknown.
 const CEL_STANDARD_FUNCTIONS: &[&str] = &[
-    "matches",
-    "timestamp",
-    "duration",
     "uint",
     "bytes",
     "dyn",
@@ -39,6 +37,18 @@ const CEL_STANDARD_FUNCTIONS: &[&str] = &[
     "none",
     "ofNonZeroValue",
 ];
+
+/// Why macros and indexing have no place: the decoder keeps no contents of lists and objects.
+const INSTEAD_OF_ITERATION: &str = "a record's lists and objects cannot be iterated or indexed; \
+    read scalar fields by dotted path (`a.b.c`), test presence with `has(a.b)`, and test a value \
+    against several with `x in ['a', 'b']`";
+/// The literals and operands there are.
+const INSTEAD_OF_LITERAL: &str = "write int, double, string, bool or null literals, or a list \
+    literal after `in`";
+/// Where a timestamp or duration may appear.
+const TIME_USES: &str = "a timestamp or duration can be compared with one of its kind \
+    (`timestamp(b) - timestamp(a) > duration('5m')`), added or subtracted, and a timestamp \
+    turned into epoch seconds with `int(...)`";
 
 /// Compiles one parsed expression, registering every field it reads in `fields`.
 pub(super) fn compile(expr: &IdedExpr, fields: &mut FieldTable) -> Result<Node, CelError> {
@@ -69,8 +79,8 @@ impl Compiler<'_> {
                         }
                         _ => {
                             return Err(unsupported(
-                                "selecting a field of a computed value (only record paths \
-                                 like `a.b.c` can be selected)",
+                                "selecting a field of a computed value",
+                                "only record paths like `a.b.c` can be selected",
                             ))
                         }
                     }
@@ -79,17 +89,29 @@ impl Compiler<'_> {
                 let field = self.field(segments);
                 Ok(if select.test { Node::Has(field) } else { Node::Field(field) })
             }
-            Expr::Call(call) => self.call(call),
+            Expr::Call(call) => {
+                if let Some((kind, _)) = self.temporal(expr)? {
+                    return Err(unsupported(
+                        format!("a {} used as a value", kind.name()),
+                        TIME_USES,
+                    ));
+                }
+                self.call(call)
+            }
             Expr::List(_) => Err(unsupported(
                 "a list literal outside of `in` (lists may only follow `in`, as in \
                  `x in ['a', 'b']`)",
+                INSTEAD_OF_LITERAL,
             )),
-            Expr::Map(_) => Err(unsupported("a map literal")),
-            Expr::Struct(s) => {
-                Err(unsupported(format!("message construction `{}{{...}}`", s.type_name)))
+            Expr::Map(_) => Err(unsupported("a map literal", INSTEAD_OF_LITERAL)),
+            Expr::Struct(s) => Err(unsupported(
+                format!("message construction `{}{{...}}`", s.type_name),
+                INSTEAD_OF_LITERAL,
+            )),
+            Expr::Comprehension(c) => {
+                Err(unsupported(format!("macro `{}`", macro_name(c)), INSTEAD_OF_ITERATION))
             }
-            Expr::Comprehension(c) => Err(unsupported(format!("macro `{}`", macro_name(c)))),
-            Expr::Unspecified => Err(unsupported("an empty expression")),
+            Expr::Unspecified => Err(unsupported("an empty expression", INSTEAD_OF_LITERAL)),
         }
     }
 
@@ -115,6 +137,18 @@ impl Compiler<'_> {
             }
         }
         let target = call.target.as_deref();
+        if let ("int", None, [x]) = (name, target, args) {
+            match self.temporal(x)? {
+                Some((Temporal::Timestamp, t)) => return Ok(fold(Node::EpochSeconds(Box::new(t)))),
+                Some((Temporal::Duration, _)) => {
+                    return Err(unsupported(
+                        "`int()` of a duration",
+                        "compare durations with each other, e.g. `d > duration('90s')`",
+                    ))
+                }
+                None => {}
+            }
+        }
         let node = match (name, target, args) {
             ("size", None, [x]) | ("size", Some(x), []) => Node::Size(self.boxed(x)?),
             ("size", ..) => return Err(usage("size", "`size(text)` or `text.size()`")),
@@ -130,6 +164,10 @@ impl Compiler<'_> {
             ("startsWith", ..) => return Err(usage("startsWith", "`text.startsWith(prefix)`")),
             ("endsWith", ..) => return Err(usage("endsWith", "`text.endsWith(suffix)`")),
             ("contains", ..) => return Err(usage("contains", "`text.contains(part)`")),
+            ("matches", Some(text), [pattern]) | ("matches", None, [text, pattern]) => {
+                Node::Matches { target: self.boxed(text)?, regex: self.regex(pattern)? }
+            }
+            ("matches", ..) => return Err(usage("matches", MATCHES_USAGE)),
             ("int" | "double" | "string", None, [x]) => Node::Convert {
                 to: match name {
                     "int" => Conversion::Int,
@@ -143,10 +181,13 @@ impl Compiler<'_> {
             ("string", ..) => return Err(usage("string", "`string(x)`")),
             ("has", ..) => return Err(usage("has", "`has(a.b)` with a dotted field path")),
             _ if name.starts_with(['_', '@', '!', '-']) => {
-                return Err(unsupported(format!("operator `{name}`")))
+                return Err(unsupported(
+                    format!("operator `{name}`"),
+                    "operators: == != < <= > >= && || ! in + - * / % and `? :`",
+                ))
             }
             _ if CEL_STANDARD_FUNCTIONS.contains(&name) => {
-                return Err(unsupported(format!("function `{name}`")))
+                return Err(unsupported(format!("function `{name}`"), INSTEAD_OF_FUNCTION))
             }
             _ => return Err(CelError::UnknownFunction { name: name.to_string() }),
         };
@@ -155,6 +196,13 @@ impl Compiler<'_> {
 
     /// Operators (`_&&_`, `@in`, ...); `None` if `name` is not one Kappa supports.
     fn operator(&mut self, name: &str, args: &[IdedExpr]) -> Result<Option<Node>, CelError> {
+        if let Some(op) = time_comparison(name) {
+            if let [l, r] = args {
+                if let Some(node) = self.time_comparison(op, l, r)? {
+                    return Ok(Some(fold(node)));
+                }
+            }
+        }
         let node = match (name, args) {
             (operators::LOGICAL_AND, [l, r]) => Node::And(self.boxed(l)?, self.boxed(r)?),
             (operators::LOGICAL_OR, [l, r]) => Node::Or(self.boxed(l)?, self.boxed(r)?),
@@ -180,6 +228,7 @@ impl Compiler<'_> {
                 let Expr::List(list) = &haystack.expr else {
                     return Err(unsupported(
                         "`in` with something other than a list literal on the right",
+                        "write the list out, as in `x in ['a', 'b']`",
                     ));
                 };
                 let needle = self.node(needle)?;
@@ -188,9 +237,14 @@ impl Compiler<'_> {
                 membership(needle, items)
             }
             (operators::INDEX | operators::OPT_INDEX, _) => {
-                return Err(unsupported("indexing with `[...]`"))
+                return Err(unsupported("indexing with `[...]`", INSTEAD_OF_ITERATION))
             }
-            (operators::OPT_SELECT, _) => return Err(unsupported("optional selection `.?`")),
+            (operators::OPT_SELECT, _) => {
+                return Err(unsupported(
+                    "optional selection `.?`",
+                    "test presence with `has(a.b)`, e.g. `has(a.b) ? a.b : 0`",
+                ))
+            }
             _ => return Ok(None),
         };
         Ok(Some(fold(node)))
@@ -199,6 +253,123 @@ impl Compiler<'_> {
     fn arith(&mut self, op: ArithOp, l: &IdedExpr, r: &IdedExpr) -> Result<Node, CelError> {
         Ok(Node::Arith { op, lhs: self.boxed(l)?, rhs: self.boxed(r)? })
     }
+
+    /// The pattern of `matches`, compiled now: it must be a constant string and RE2 syntax.
+    fn regex(&mut self, pattern: &IdedExpr) -> Result<regex::Regex, CelError> {
+        let Node::Const(Value::Str(pattern)) = self.node(pattern)? else {
+            return Err(usage("matches", MATCHES_USAGE));
+        };
+        regex::Regex::new(&pattern).map_err(|e| CelError::InvalidArgument {
+            function: "matches",
+            reason: format!("{pattern:?} is not an RE2 regular expression: {e}"),
+        })
+    }
+
+    /// `expr` as a timestamp or duration, if it is one: `timestamp(...)`, `duration(...)`, or
+    /// `+`/`-` with such an operand. `None` (having compiled nothing) for any other expression.
+    fn temporal(&mut self, expr: &IdedExpr) -> Result<Option<(Temporal, TimeNode)>, CelError> {
+        let Expr::Call(call) = &expr.expr else { return Ok(None) };
+        let (name, target, args) =
+            (call.func_name.as_str(), call.target.as_deref(), &call.args[..]);
+        let (kind, node) = match (name, target, args) {
+            ("timestamp" | "duration", None, [arg]) => {
+                let kind =
+                    if name == "timestamp" { Temporal::Timestamp } else { Temporal::Duration };
+                if let Some((inner, node)) = self.temporal(arg)? {
+                    // `timestamp(t)` of a timestamp is the timestamp itself, as in CEL.
+                    if inner == kind {
+                        return Ok(Some((kind, node)));
+                    }
+                    return Err(unsupported(
+                        format!("`{}()` of a {}", kind.name(), inner.name()),
+                        TIME_USES,
+                    ));
+                }
+                let node = match self.node(arg)? {
+                    Node::Const(v) => TimeNode::Const(kind.of(&v).map_err(|reason| {
+                        CelError::InvalidArgument { function: kind.name(), reason }
+                    })?),
+                    arg => TimeNode::Of(kind, Box::new(arg)),
+                };
+                (kind, node)
+            }
+            ("timestamp", ..) => return Err(usage("timestamp", TIMESTAMP_USAGE)),
+            ("duration", ..) => return Err(usage("duration", DURATION_USAGE)),
+            (operators::ADD | operators::SUBSTRACT, None, [l, r]) => {
+                let subtract = name == operators::SUBSTRACT;
+                let symbol = if subtract { "-" } else { "+" };
+                match (self.temporal(l)?, self.temporal(r)?) {
+                    (None, None) => return Ok(None),
+                    (Some((a, lhs)), Some((b, rhs))) => {
+                        let kind = Temporal::combine(a, b, subtract).ok_or_else(|| {
+                            unsupported(
+                                format!("`{symbol}` of a {} and a {}", a.name(), b.name()),
+                                TIME_USES,
+                            )
+                        })?;
+                        let (lhs, rhs) = (Box::new(lhs), Box::new(rhs));
+                        (kind, TimeNode::Arith { subtract, kind, lhs, rhs })
+                    }
+                    (Some((kind, _)), None) | (None, Some((kind, _))) => {
+                        return Err(unsupported(
+                            format!(
+                                "`{symbol}` of a {} and a value that is not a timestamp or \
+                                 duration",
+                                kind.name()
+                            ),
+                            "wrap the other operand, e.g. `timestamp(ts) + duration('5m')` or \
+                             `timestamp(b) - timestamp(a)`",
+                        ))
+                    }
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((kind, node.folded())))
+    }
+
+    /// `l op r` between timestamps or durations; `None` when neither side is one.
+    fn time_comparison(
+        &mut self,
+        op: TimeCmpOp,
+        l: &IdedExpr,
+        r: &IdedExpr,
+    ) -> Result<Option<Node>, CelError> {
+        match (self.temporal(l)?, self.temporal(r)?) {
+            (None, None) => Ok(None),
+            (Some((a, lhs)), Some((b, rhs))) if a == b => {
+                Ok(Some(Node::TimeCmp { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }))
+            }
+            (Some((a, _)), Some((b, _))) => Err(unsupported(
+                format!("comparing a {} with a {}", a.name(), b.name()),
+                "compare timestamps with timestamps and durations with durations",
+            )),
+            (Some((kind, _)), None) | (None, Some((kind, _))) => Err(unsupported(
+                format!("comparing a {} with a value that is not one", kind.name()),
+                "convert the other side too, e.g. \
+                 `timestamp(ts) > timestamp('2026-01-01T00:00:00Z')` or \
+                 `duration(d) < duration('1m')`",
+            )),
+        }
+    }
+}
+
+const MATCHES_USAGE: &str = "`text.matches('regex')` or `matches(text, 'regex')`, the pattern \
+    a string literal in RE2 syntax (it is compiled once, with the job)";
+const TIMESTAMP_USAGE: &str = "`timestamp(field)` or `timestamp('2026-01-01T00:00:00Z')`";
+const DURATION_USAGE: &str = "`duration(field)` or `duration('1h30m')`";
+
+/// The comparison operator `name` is, as one between timestamps or durations.
+fn time_comparison(name: &str) -> Option<TimeCmpOp> {
+    Some(match name {
+        operators::EQUALS => TimeCmpOp::Eq,
+        operators::NOT_EQUALS => TimeCmpOp::Ne,
+        operators::LESS => TimeCmpOp::Order(CmpOp::Lt),
+        operators::LESS_EQUALS => TimeCmpOp::Order(CmpOp::Le),
+        operators::GREATER => TimeCmpOp::Order(CmpOp::Gt),
+        operators::GREATER_EQUALS => TimeCmpOp::Order(CmpOp::Ge),
+        _ => return None,
+    })
 }
 
 /// `==` / `!=`, fused with a constant operand when the other side is a field.
@@ -277,7 +448,13 @@ fn membership(needle: Node, items: Vec<Node>) -> Node {
 fn fold(node: Node) -> Node {
     let is_const = |n: &Node| matches!(n, Node::Const(_));
     let constant = match &node {
-        Node::Not(x) | Node::Neg(x) | Node::Size(x) | Node::Convert { arg: x, .. } => is_const(x),
+        Node::Not(x)
+        | Node::Neg(x)
+        | Node::Size(x)
+        | Node::Convert { arg: x, .. }
+        | Node::Matches { target: x, .. } => is_const(x),
+        Node::TimeCmp { lhs, rhs, .. } => lhs.is_const() && rhs.is_const(),
+        Node::EpochSeconds(t) => t.is_const(),
         Node::And(l, r)
         | Node::Or(l, r)
         | Node::Eq { lhs: l, rhs: r, .. }
@@ -302,12 +479,15 @@ fn literal(lit: &LiteralValue) -> Result<Value<'static>, CelError> {
         LiteralValue::Boolean(b) => Value::Bool(*b.inner()),
         LiteralValue::Int(i) => Value::Int(*i.inner()),
         LiteralValue::UInt(u) => Value::Int(i64::try_from(*u.inner()).map_err(|_| {
-            unsupported(format!("uint literal `{}u` beyond the int range", u.inner()))
+            unsupported(
+                format!("uint literal `{}u` beyond the int range", u.inner()),
+                "uint literals are read as ints, up to 9223372036854775807",
+            )
         })?),
         LiteralValue::Double(d) => Value::Float(*d.inner()),
         LiteralValue::String(s) => Value::Str(Cow::Owned(s.inner().to_string())),
         LiteralValue::Null => Value::Null,
-        LiteralValue::Bytes(_) => return Err(unsupported("a bytes literal")),
+        LiteralValue::Bytes(_) => return Err(unsupported("a bytes literal", INSTEAD_OF_LITERAL)),
     })
 }
 
@@ -325,8 +505,8 @@ fn macro_name(c: &ComprehensionExpr) -> &'static str {
     }
 }
 
-fn unsupported(construct: impl Into<String>) -> CelError {
-    CelError::Unsupported { construct: construct.into() }
+fn unsupported(construct: impl Into<String>, instead: &'static str) -> CelError {
+    CelError::Unsupported { construct: construct.into(), instead }
 }
 
 fn usage(function: &'static str, usage: &'static str) -> CelError {

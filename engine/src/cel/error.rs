@@ -3,6 +3,19 @@
 
 use thiserror::Error;
 
+/// The functions of the subset (documented in `subset.md`), as error messages list them.
+macro_rules! supported_functions {
+    () => {
+        "size, startsWith, endsWith, contains, matches, int, double, string, timestamp, duration \
+         and the macro has"
+    };
+}
+/// The functions of the subset, listed.
+pub(super) const SUPPORTED_FUNCTIONS: &str = supported_functions!();
+/// The alternative an error offers to a function outside the subset.
+pub(super) const INSTEAD_OF_FUNCTION: &str =
+    concat!("supported functions: ", supported_functions!());
+
 /// An expression that cannot become a [`Program`](super::Program); the job definition must change.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum CelError {
@@ -15,16 +28,15 @@ pub enum CelError {
         message: String,
     },
     /// Valid CEL, but outside the subset Kappa compiles.
-    #[error("{construct} is not supported in kappa expressions")]
+    #[error("{construct} is not supported in kappa expressions; {instead}")]
     Unsupported {
-        /// What was found, e.g. "macro `map`" or "map literal".
+        /// What was found, e.g. "macro `map`" or "a map literal".
         construct: String,
+        /// What the subset offers instead.
+        instead: &'static str,
     },
     /// A function that is neither in Kappa's subset nor a CEL standard function.
-    #[error(
-        "unknown function `{name}`; kappa expressions support size, startsWith, endsWith, \
-         contains, int, double and string"
-    )]
+    #[error("unknown function `{name}`; kappa expressions support {SUPPORTED_FUNCTIONS}")]
     UnknownFunction {
         /// The function name as written.
         name: String,
@@ -36,6 +48,15 @@ pub enum CelError {
         function: &'static str,
         /// How the function is called, e.g. "`text.startsWith(prefix)`".
         usage: &'static str,
+    },
+    /// A literal argument that the function refuses: a regular expression that does not compile,
+    /// a timestamp or duration that does not parse.
+    #[error("invalid argument to `{function}`: {reason}")]
+    InvalidArgument {
+        /// The function name.
+        function: &'static str,
+        /// What is wrong with the argument, quoting it.
+        reason: String,
     },
 }
 
@@ -92,12 +113,19 @@ pub enum EvalError {
         /// The comparison operator.
         op: &'static str,
     },
-    /// `int()` or `double()` of a string that is not a number, or of a double out of range.
+    /// `int()`, `double()`, `timestamp()` or `duration()` of a value that is not one (a string
+    /// that is not a number, an RFC 3339 timestamp or a duration; a double out of range).
     #[error("cannot convert {value} to {target}")]
     InvalidConversion {
-        /// `int` or `double`.
+        /// `int`, `double`, `timestamp` or `duration`.
         target: &'static str,
         /// The value, quoted if it is a string.
         value: String,
+    },
+    /// Timestamp or duration arithmetic left CEL's range (years 1 to 9999, ±10000 years).
+    #[error("`{op}` leaves the range of timestamps (years 1 to 9999) or durations (±10000 years)")]
+    TimeOutOfRange {
+        /// `+` or `-`.
+        op: &'static str,
     },
 }

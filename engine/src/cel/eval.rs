@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use super::error::EvalError;
+use super::temporal::{self, TimeCmpOp, TimeNode};
 use crate::value::Value;
 
 /// Read when a slot lies beyond the record, so a short record behaves like missing fields.
@@ -109,7 +110,7 @@ impl CmpOp {
     }
 
     #[inline]
-    fn holds(self, ord: Ordering) -> bool {
+    pub(super) fn holds(self, ord: Ordering) -> bool {
         match self {
             CmpOp::Lt => ord == Ordering::Less,
             CmpOp::Le => ord != Ordering::Greater,
@@ -253,6 +254,19 @@ pub(super) enum Node {
         to: Conversion,
         arg: Box<Node>,
     },
+    /// `text.matches(re)` with the pattern compiled once, with the job.
+    Matches {
+        target: Box<Node>,
+        regex: regex::Regex,
+    },
+    /// A comparison of two timestamps or two durations (the compiler checked the kinds).
+    TimeCmp {
+        op: TimeCmpOp,
+        lhs: Box<TimeNode>,
+        rhs: Box<TimeNode>,
+    },
+    /// `int(timestamp)`: seconds since the epoch.
+    EpochSeconds(Box<TimeNode>),
 }
 
 const AND: &str = "as an operand of `&&`";
@@ -383,12 +397,20 @@ fn truth_general(
                 }),
             }
         }
+        Node::Matches { target, regex } => match &*value(target, record)? {
+            Value::Str(s) => Ok(regex.is_match(s)),
+            other => {
+                Err(EvalError::UnaryTypeMismatch { op: "matches", operand: other.type_name() })
+            }
+        },
+        Node::TimeCmp { op, lhs, rhs } => temporal::compare(*op, lhs, rhs, record),
         Node::Const(_)
         | Node::Field(_)
         | Node::Arith { .. }
         | Node::Neg(_)
         | Node::Size(_)
-        | Node::Convert { .. } => match &*value(node, record)? {
+        | Node::Convert { .. }
+        | Node::EpochSeconds(_) => match &*value(node, record)? {
             Value::Bool(b) => Ok(*b),
             other => Err(EvalError::NotBool { context, got: other.type_name() }),
         },
@@ -439,6 +461,7 @@ pub(super) fn value<'r, 'a>(
             }
         }),
         Node::Convert { to, arg } => return convert(*to, value(arg, record)?),
+        Node::EpochSeconds(t) => Cow::Owned(Value::Int(temporal::epoch_seconds(t, record)?)),
         Node::Has(_)
         | Node::FieldEqStr { .. }
         | Node::FieldEqNum { .. }
@@ -451,6 +474,8 @@ pub(super) fn value<'r, 'a>(
         | Node::Cmp { .. }
         | Node::InConsts { .. }
         | Node::InList { .. }
+        | Node::Matches { .. }
+        | Node::TimeCmp { .. }
         // Bool nodes use no context of their own (only `Cond` passes one on, handled above).
         | Node::StrTest { .. } => Cow::Owned(Value::Bool(truth(node, record, "")?)),
     })

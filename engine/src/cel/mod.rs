@@ -22,10 +22,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The subset: field paths (`a`, `a.b.c`, `has(a.b)`); int, uint, double, string, bool and null
-//! literals; `== != < <= > >=`; `&& || !`; `in` with a list literal; `+ - * / %` and unary `-`;
-//! `c ? a : b`; `size`, `startsWith`, `endsWith`, `contains`, `int`, `double`, `string`. Anything
-//! else is a [`CelError`] at compile time.
+//! # The subset
+//!
+#![doc = include_str!("subset.md")]
 //!
 //! Where Kappa differs from cel 0.13's interpreter, on purpose: numbers mix freely, as JSON does
 //! not tell `100` from `100.0` (`1 == 1.0` is true and `1 + 0.5` is `1.5`; cel says false and
@@ -34,10 +33,20 @@
 //! integer-only as in CEL. An expression that is only a field path yields the field's value,
 //! `Value::Missing` included, while any operation on a missing field is
 //! [`EvalError::NoSuchField`].
+//!
+//! # Timestamps, durations and regular expressions
+//!
+//! Timestamps and durations are typed when the expression is compiled (`temporal.rs`): they
+//! never become a [`Value`], evaluate to nanoseconds in an `i128`, and meet only what CEL
+//! defines for them, so `timestamp(ts) > 0` is refused with the job rather than failing on
+//! every record. `matches` compiles its pattern with the job; the `regex` crate gives RE2's
+//! syntax and its linear-time matching. Neither allocates per record (regex keeps its match
+//! caches per thread).
 
 mod compile;
 mod error;
 mod eval;
+mod temporal;
 
 #[cfg(test)]
 mod tests;
@@ -47,7 +56,8 @@ pub use error::{CelError, EvalError};
 use crate::fields::FieldTable;
 use crate::value::Value;
 
-/// A compiled expression; cheap to share between workers (`Send + Sync`, no interior state).
+/// A compiled expression; cheap to share between workers (`Send + Sync`; the only interior
+/// state is the match caches inside `matches`' compiled regex, which are per thread).
 #[derive(Clone, Debug)]
 pub struct Program {
     source: String,

@@ -288,23 +288,37 @@ fn functions_of_the_subset() {
 fn constructs_outside_the_subset_are_named_at_compile_time() {
     assert_eq!(
         compile_err("items.map(x, x * 2)").to_string(),
-        "macro `map` is not supported in kappa expressions"
+        "macro `map` is not supported in kappa expressions; a record's lists and objects cannot \
+         be iterated or indexed; read scalar fields by dotted path (`a.b.c`), test presence with \
+         `has(a.b)`, and test a value against several with `x in ['a', 'b']`"
     );
     for (src, construct) in [
         ("items.exists(x, x > 1)", "macro `exists`"),
         ("items.all(x, x > 1)", "macro `all`"),
         ("items.exists_one(x, x > 1)", "macro `exists_one`"),
         ("items.filter(x, x > 1)", "macro `filter`"),
-        ("status.matches('^f')", "function `matches`"),
-        ("timestamp(ts) > 0", "function `timestamp`"),
+        ("getHours(ts) > 3", "function `getHours`"),
         ("items[0] == 1", "indexing with `[...]`"),
         ("{'a': 1}", "a map literal"),
         ("b'x'", "a bytes literal"),
     ] {
-        assert_eq!(
-            compile_err(src),
-            CelError::Unsupported { construct: construct.into() },
-            "{src}"
+        match compile_err(src) {
+            CelError::Unsupported { construct: found, instead } => {
+                assert_eq!(found, construct, "{src}");
+                assert!(!instead.is_empty(), "{src}: no alternative offered");
+            }
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+    // A CEL function outside the subset and an unknown one both list what there is instead.
+    for src in ["type(status) == string", "frobnicate(status)"] {
+        let message = compile_err(src).to_string();
+        assert!(
+            message.contains(
+                "size, startsWith, endsWith, contains, matches, int, double, string, timestamp, \
+                 duration and the macro has"
+            ),
+            "{src}: {message}"
         );
     }
     assert!(matches!(compile_err("[1] == [1]"), CelError::Unsupported { .. }));
@@ -321,6 +335,194 @@ fn constructs_outside_the_subset_are_named_at_compile_time() {
     let parse = compile_err("status ==");
     assert!(matches!(parse, CelError::Parse { .. }));
     assert!(parse.to_string().contains("status =="), "{parse}");
+}
+
+#[test]
+fn matches_searches_with_re2_syntax_in_both_call_forms() {
+    assert!(truth("status.matches('^fa')"));
+    assert!(truth("matches(status, 'ai')"), "a search, not a whole-string match, as in CEL");
+    assert!(!truth("status.matches('^ai')"));
+    assert!(truth("user.name.matches('^[a-z]{3}$')"));
+    assert!(truth(r"'ab12'.matches(r'\d+$')"));
+    assert!(truth("'héllo'.matches('^h.llo$')"), "`.` is one code point");
+    assert!(truth("status.matches('(?i)FAIL')"));
+    assert!(truth("!(status.matches('x')) && status.matches('f')"));
+    assert_eq!(
+        err("count.matches('1')"),
+        EvalError::UnaryTypeMismatch { op: "matches", operand: "int" }
+    );
+    assert_eq!(err("missing.matches('1')"), EvalError::NoSuchField { field: "missing".into() });
+    // The pattern is compiled with the job: a constant, folded or written out.
+    assert!(truth("status.matches('^f' + 'a')"));
+    assert!(!truth("'fail'.matches('x')"));
+    let (p, _) = program("'fail'.matches('^f')");
+    assert!(matches!(p.root, Node::Const(Value::Bool(true))), "{:?}", p.root);
+    for src in ["status.matches(status)", "matches(status)", "status.matches('a', 'b')"] {
+        assert!(matches!(compile_err(src), CelError::Usage { function: "matches", .. }), "{src}");
+    }
+    let bad = compile_err("status.matches('(unclosed')");
+    assert!(matches!(bad, CelError::InvalidArgument { function: "matches", .. }), "{bad:?}");
+    assert!(bad.to_string().contains("\"(unclosed\" is not an RE2 regular expression"), "{bad}");
+    // RE2 has no backreferences or lookaround, and neither has the regex crate.
+    assert!(matches!(compile_err(r"status.matches(r'(a)\1')"), CelError::InvalidArgument { .. }));
+    assert!(matches!(compile_err("status.matches('(?=a)')"), CelError::InvalidArgument { .. }));
+}
+
+/// A record with RFC 3339 strings `a` and `b` (`b` 90 seconds after `a`) and a duration string.
+fn times() -> Vec<(&'static str, Value<'static>)> {
+    vec![
+        ("a", s("2026-03-01T12:00:00Z")),
+        ("b", s("2026-03-01T13:01:30.25+01:00")),
+        ("epoch", Value::Int(1_772_366_400)),
+        ("timeout", s("1m30s")),
+        ("status", s("fail")),
+    ]
+}
+
+fn time_truth(src: &str) -> bool {
+    let (p, mut fields) = program(src);
+    let rec = record(&mut fields, &times());
+    p.eval_bool(&rec).unwrap_or_else(|e| panic!("{src}: {e}"))
+}
+
+fn time_err(src: &str) -> EvalError {
+    let (p, mut fields) = program(src);
+    let rec = record(&mut fields, &times());
+    match p.eval(&rec) {
+        Ok(v) => panic!("{src}: expected an error, got {v:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn timestamps_and_durations_compare_and_combine() {
+    assert!(time_truth("timestamp(a) > timestamp('2026-01-01T00:00:00Z')"));
+    assert!(time_truth("timestamp(a) == timestamp('2026-03-01T13:00:00+01:00')"));
+    assert!(time_truth("timestamp(a) != timestamp(b)"));
+    assert!(time_truth("timestamp(b) - timestamp(a) > duration('90s')"));
+    assert!(time_truth("timestamp(b) - timestamp(a) == duration('1m30s250ms')"));
+    assert!(time_truth("timestamp(b) - timestamp(a) < duration('1.5m') + duration('1s')"));
+    assert!(time_truth("timestamp(a) - timestamp(b) == duration('-90.25s')"));
+    assert!(time_truth("timestamp(a) + duration('1h') > timestamp(b)"));
+    assert!(time_truth("duration('1h') + timestamp(a) - duration('2h') < timestamp(a)"));
+    assert!(time_truth("timestamp(epoch) == timestamp(a)"), "an int is epoch seconds");
+    assert!(time_truth("duration(timeout) == duration('90s')"));
+    assert!(time_truth("timestamp(timestamp(a)) == timestamp(a)"));
+    assert!(time_truth("status == 'fail' && timestamp(b) - timestamp(a) >= duration('1m')"));
+    assert!(time_truth(
+        "timestamp('2026-01-01T00:00:00.000000001Z') > timestamp('2026-01-01T00:00:00Z')"
+    ));
+    assert!(time_truth(
+        "duration('1us') == duration('1000ns') && duration('1µs') == duration('1us')"
+    ));
+    assert_eq!(eval_with("int(timestamp(a))", &times()), Ok(Value::Int(1_772_366_400)));
+    assert_eq!(ok("int(timestamp('1969-12-31T23:59:59.5Z'))"), Value::Int(-1), "rounded down");
+    // Literals are parsed once, with the job; whole constant comparisons fold.
+    let (p, _) = program("timestamp('2026-01-01T00:00:00Z') < timestamp('2026-01-02T00:00:00Z')");
+    assert!(matches!(p.root, Node::Const(Value::Bool(true))), "{:?}", p.root);
+    let (p, _) = program("timestamp(a) > timestamp('2026-01-01T00:00:00Z') + duration('1h')");
+    let Node::TimeCmp { rhs, .. } = &p.root else { panic!("{:?}", p.root) };
+    assert!(rhs.is_const(), "{rhs:?}");
+}
+
+#[test]
+fn timestamp_and_duration_errors() {
+    assert_eq!(
+        time_err("timestamp(status) > timestamp(a)"),
+        EvalError::InvalidConversion { target: "timestamp", value: "\"fail\"".into() }
+    );
+    assert_eq!(
+        time_err("duration(status) > duration('1s')"),
+        EvalError::InvalidConversion { target: "duration", value: "\"fail\"".into() }
+    );
+    assert_eq!(
+        time_err("timestamp(missing) > timestamp(a)"),
+        EvalError::NoSuchField { field: "missing".into() }
+    );
+    assert_eq!(
+        time_err("timestamp(a) + duration('87600000h') > timestamp(a)"),
+        EvalError::TimeOutOfRange { op: "+" }
+    );
+    // Literals that do not parse, and kinds that do not mix, are compile errors.
+    for (src, function) in [
+        ("timestamp(a) > timestamp('2026-01-01')", "timestamp"),
+        ("timestamp(a) > timestamp('2026-02-30T00:00:00Z')", "timestamp"),
+        ("timestamp(a) > timestamp('2026-01-01T00:00:00')", "timestamp"),
+        ("timestamp(a) > timestamp(1.5)", "timestamp"),
+        ("duration(d) > duration('5')", "duration"),
+        ("duration(d) > duration('1d')", "duration"),
+        ("duration(d) > duration(5)", "duration"),
+    ] {
+        match compile_err(src) {
+            CelError::InvalidArgument { function: f, reason } => {
+                assert_eq!(f, function, "{src}: {reason}")
+            }
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+    for (src, construct) in [
+        ("timestamp(a) > 0", "comparing a timestamp with a value that is not one"),
+        ("timestamp(a) > duration('1s')", "comparing a timestamp with a duration"),
+        ("timestamp(a) + timestamp(b) > timestamp(a)", "`+` of a timestamp and a timestamp"),
+        (
+            "timestamp(a) + 60 > timestamp(b)",
+            "`+` of a timestamp and a value that is not a timestamp or duration",
+        ),
+        ("timestamp(b) - timestamp(a)", "a duration used as a value"),
+        ("timestamp(a)", "a timestamp used as a value"),
+        ("string(timestamp(a))", "a timestamp used as a value"),
+        ("timestamp(a) in [timestamp(b)]", "a timestamp used as a value"),
+        ("int(duration('1s')) > 0", "`int()` of a duration"),
+        ("duration(timestamp(a)) > duration('1s')", "`duration()` of a timestamp"),
+    ] {
+        match compile_err(src) {
+            CelError::Unsupported { construct: found, .. } => assert_eq!(found, construct, "{src}"),
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+    assert!(matches!(compile_err("timestamp()"), CelError::Usage { function: "timestamp", .. }));
+    assert!(matches!(compile_err("a.duration()"), CelError::Usage { function: "duration", .. }));
+}
+
+#[test]
+fn timestamp_and_duration_literals_parse_like_cel() {
+    use super::temporal::{parse_duration, parse_timestamp};
+    let secs = |n: i128| n * 1_000_000_000;
+    assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Ok(0));
+    assert_eq!(parse_timestamp("1970-01-01t01:00:00.5z"), Ok(secs(3_600) + 500_000_000));
+    assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Ok(0));
+    assert_eq!(parse_timestamp("1969-12-31T19:00:00-05:00"), Ok(0));
+    assert_eq!(parse_timestamp("0001-01-01T00:00:00Z"), Ok(secs(-62_135_596_800)));
+    assert_eq!(parse_timestamp("9999-12-31T23:59:59.999999999Z"), Ok(secs(253_402_300_800) - 1));
+    assert_eq!(parse_timestamp("2024-02-29T00:00:00Z"), Ok(secs(1_709_164_800)));
+    for bad in [
+        "",
+        "2024-02-30T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:00:60Z",
+        "2024-01-01T00:00:00",
+        "2024-01-01 00:00:00Z",
+        "2024-01-01T00:00:00.Z",
+        "2024-01-01T00:00:00.1234567891Z",
+        "2024-01-01T00:00:00+0100",
+        "2024-01-01T00:00:00+24:00",
+        "0001-01-01T00:00:00+01:00",
+        "2024-01-01T00:00:00Zjunk",
+    ] {
+        assert!(parse_timestamp(bad).is_err(), "{bad:?} was accepted");
+    }
+    assert_eq!(parse_duration("0"), Ok(0));
+    assert_eq!(parse_duration("1h30m"), Ok(secs(5_400)));
+    assert_eq!(parse_duration("1.5h"), Ok(secs(5_400)));
+    assert_eq!(parse_duration("-1.5s"), Ok(-1_500_000_000));
+    assert_eq!(parse_duration("+.5ms"), Ok(500_000));
+    assert_eq!(parse_duration("1s1ms1us1ns"), Ok(1_001_001_001));
+    assert_eq!(parse_duration("315576000000s"), Ok(secs(315_576_000_000)));
+    for bad in ["", "-", "5", "1d", "1 h", "h", ".s", "1h-5m", "315576000001s", "1e3s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+    }
 }
 
 #[test]

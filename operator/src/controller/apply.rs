@@ -29,7 +29,7 @@ const INVALID_REQUEUE: std::time::Duration = std::time::Duration::from_secs(300)
 
 /// One reconcile of a StreamJob that is not being deleted.
 pub async fn reconcile_job(job: &Arc<StreamJob>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let errors = kappa_crds::validate(job);
+    let errors = kappa_engine::plan::validate(job);
     if !errors.is_empty() {
         status::write_invalid(job, ctx, &errors).await?;
         return Ok(Action::requeue(INVALID_REQUEUE));

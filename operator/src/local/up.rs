@@ -218,7 +218,7 @@ impl JobFile {
             .map_err(|e| vec![format!("cannot read {}: {e}", self.path.display())])?;
         self.last = Some(bytes.clone());
         let text = String::from_utf8_lossy(&bytes);
-        kappa_crds::load_manifest(&text)
+        kappa_engine::plan::load_manifest(&text)
             .map_err(|e| e.field_errors().iter().map(ToString::to_string).collect())
     }
 }

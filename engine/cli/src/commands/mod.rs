@@ -13,7 +13,7 @@ pub(crate) fn load_job(file: &std::path::Path) -> anyhow::Result<Option<kappa_cr
     use anyhow::Context as _;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    match kappa_crds::load_manifest(&text) {
+    match kappa_engine::plan::load_manifest(&text) {
         Ok(job) => Ok(Some(job)),
         Err(e) => {
             eprintln!("{}: the job is invalid:", file.display());

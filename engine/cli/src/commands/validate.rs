@@ -9,7 +9,7 @@ use anyhow::Context;
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    match kappa_crds::load_manifest(&text) {
+    match kappa_engine::plan::load_manifest(&text) {
         Ok(job) => {
             println!(
                 "{}: valid StreamJob {} (version {}, index {})",
