@@ -43,6 +43,15 @@ impl ManifestError {
 /// Parses and validates a StreamJob manifest (the same file works with `kubectl apply`, the
 /// operator and `kappa run`).
 pub fn load_manifest(yaml: &str) -> Result<StreamJob, ManifestError> {
+    load_manifest_with(yaml, validate)
+}
+
+/// Parses a StreamJob manifest and checks it with `validate` (the engine passes its own, which
+/// also compiles the CEL expressions).
+pub fn load_manifest_with(
+    yaml: &str,
+    validate: impl FnOnce(&StreamJob) -> Vec<FieldError>,
+) -> Result<StreamJob, ManifestError> {
     let job = parse_manifest(yaml)?;
     let errors = validate(&job);
     if errors.is_empty() {

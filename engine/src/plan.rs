@@ -3,7 +3,7 @@
 //! [`validate`], the check that a job will compile, which every entry point runs.
 
 use kappa_crds::duration::parse_duration_millis;
-use kappa_crds::load::{parse_manifest, ManifestError};
+use kappa_crds::load::{load_manifest_with, ManifestError};
 use kappa_crds::{AggregateOp, FieldError, SinkMode, StreamJob, TimeField, TimeFormat};
 
 use crate::aggregate::AggKind;
@@ -287,11 +287,5 @@ pub fn validate(job: &StreamJob) -> Vec<FieldError> {
 /// Parses a StreamJob manifest and [`validate`]s it: [`kappa_crds::load_manifest`] with the
 /// engine's verdict on its expressions. Every command that reads a job file loads it with this.
 pub fn load_manifest(yaml: &str) -> Result<StreamJob, ManifestError> {
-    let job = parse_manifest(yaml)?;
-    let errors = validate(&job);
-    if errors.is_empty() {
-        Ok(job)
-    } else {
-        Err(ManifestError::Invalid(errors))
-    }
+    load_manifest_with(yaml, validate)
 }
