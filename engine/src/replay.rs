@@ -150,7 +150,7 @@ pub struct ReplayOutcome {
 pub const MEMORY_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Documents a worker builds and sends at a time at the end of a replay.
-const DOCUMENT_BATCH: usize = 2048;
+const DOCUMENT_BATCH: usize = 512;
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -529,7 +529,10 @@ pub fn stream_files(
         // Every worker evicted through the same watermarks, so every window final at them is
         // out; the merger still holds the windows handed over before they were final, which
         // go to their shards like every worker's open windows.
-        let mut buckets: Vec<Vec<WindowEntry>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut sizes = vec![0; threads];
+        merged.pending.keys().for_each(|(start, _)| sizes[shard_of(*start, threads)] += 1);
+        let mut buckets: Vec<Vec<WindowEntry>> =
+            sizes.into_iter().map(Vec::with_capacity).collect();
         for entry in merged.take_pending() {
             buckets[shard_of(entry.start, threads)].push(entry);
         }
@@ -750,13 +753,20 @@ impl Worker<'_> {
             let _ = tx.send(bucket);
         }
         drop(self.shards);
-        let mut entries = Vec::new();
-        // One bucket from every worker and one from the coordinator's merger.
+        // One bucket from every worker and one from the coordinator's merger, which holds most
+        // windows: the others are appended to the largest, so no second copy of it is made.
+        let mut received = Vec::with_capacity(shards + 1);
         for _ in 0..shards + 1 {
             match self.inbox.recv() {
-                Ok(bucket) => entries.extend(bucket),
+                Ok(bucket) => received.push(bucket),
                 Err(_) => return,
             }
+        }
+        received.sort_by_key(|b| std::cmp::Reverse(b.len()));
+        let mut received = received.into_iter();
+        let mut entries = received.next().unwrap_or_default();
+        for bucket in received {
+            entries.extend(bucket);
         }
         merge_entries(self.plan, entries, watermark, |batch| documents.send(batch).is_ok());
     }
@@ -784,7 +794,8 @@ fn merge_entries(
     watermark: Option<EpochMillis>,
     mut send: impl FnMut(Vec<WindowDoc>) -> bool,
 ) {
-    entries.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+    // Unstable: partials of one window merge exactly in any order, and it needs no buffer.
+    entries.sort_unstable_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
     let mut batch = Vec::with_capacity(DOCUMENT_BATCH);
     let mut entries = entries.into_iter();
     let Some(mut current) = entries.next() else { return };
