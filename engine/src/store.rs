@@ -493,11 +493,7 @@ impl WindowStore {
     /// window, so it is for reports (the end of a replay, checkpoints), not for every record.
     pub fn memory(&self) -> StoreMemory {
         let w = &self.windows;
-        let states: usize = w
-            .states
-            .iter()
-            .map(|(_, s)| s.aggs.iter().map(AggState::memory_bytes).sum::<usize>())
-            .sum();
+        let states: usize = w.states.iter().map(|(_, s)| s.memory_bytes()).sum();
         let entry = std::mem::size_of::<(WindowKey, WindowState)>();
         // hashbrown: one control byte per bucket besides the entry.
         let bucket = std::mem::size_of::<(WindowKey, u32)>() + 1;
@@ -513,7 +509,7 @@ impl WindowStore {
 }
 
 /// Memory held by a store's open windows ([`WindowStore::memory`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreMemory {
     /// Open windows.
     pub open_windows: usize,
