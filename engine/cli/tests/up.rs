@@ -15,8 +15,7 @@ use kappa_crds::StreamJob;
 use kappa_engine::gen::GenConfig;
 use kappa_testkit::elastic::ElasticPeer;
 use kappa_testkit::kafka::MockKafka;
-use kappa_testkit::osmem::AliasWatch;
-use kappa_testkit::reader::AliasReader;
+use kappa_testkit::reader::{AliasReader, AliasWatch};
 use kappa_testkit::reference::Reference;
 use serde_json::Value as Json;
 

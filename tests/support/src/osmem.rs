@@ -4,9 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
@@ -109,43 +106,5 @@ impl Drop for OsmemServer {
         self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Records every alias state a reader sees between requests.
-pub struct AliasWatch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Vec<String>>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl AliasWatch {
-    /// Starts polling `GET /_alias/{alias}` of the server at `url` every 5 ms.
-    pub fn start(url: &str, alias: &str) -> Self {
-        let (url, alias) = (url.to_owned(), alias.to_owned());
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let thread = {
-            let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let targets = crate::reader::alias_targets(&url, &alias);
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&targets) {
-                        seen.push(targets);
-                    }
-                    drop(seen);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        Self { stop, seen, thread: Some(thread) }
-    }
-
-    /// Stops polling and returns every distinct alias state in order.
-    pub fn finish(mut self) -> Vec<Vec<String>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        self.seen.lock().unwrap().clone()
     }
 }

@@ -111,6 +111,13 @@ pub struct AliasReader {
 impl AliasReader {
     /// Starts watching `alias` on the server at `url`.
     pub fn start(url: &str, alias: &str) -> Self {
+        Self::spawn(url, alias, true)
+    }
+
+    /// Polls `GET /_alias/{alias}` every 5 ms and records each distinct state (the first one
+    /// too); with `read`, reads every document through the alias each time it points somewhere
+    /// new.
+    fn spawn(url: &str, alias: &str, read: bool) -> Self {
         let (url, alias) = (url.to_owned(), alias.to_owned());
         let stop = Arc::new(AtomicBool::new(false));
         let reads: Arc<Mutex<Vec<AliasRead>>> = Arc::default();
@@ -119,19 +126,19 @@ impl AliasReader {
             let (stop, reads, states) =
                 (Arc::clone(&stop), Arc::clone(&reads), Arc::clone(&states));
             std::thread::spawn(move || {
-                let mut last: Vec<String> = Vec::new();
+                let mut last: Option<Vec<String>> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let targets = alias_targets(&url, &alias);
-                    if targets != last {
+                    if last.as_ref() != Some(&targets) {
                         let seen = Instant::now();
                         states.lock().unwrap().push(targets.clone());
-                        if !targets.is_empty() {
+                        if read && !targets.is_empty() {
                             let docs = scroll_all(&url, &alias);
                             let took = seen.elapsed();
                             let read = AliasRead { targets: targets.clone(), docs, took };
                             reads.lock().unwrap().push(read);
                         }
-                        last = targets;
+                        last = Some(targets);
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -154,6 +161,22 @@ impl AliasReader {
         let reads = self.reads.lock().unwrap().clone();
         let states = self.states.lock().unwrap().clone();
         (reads, states)
+    }
+}
+
+/// Records every alias state a reader sees between requests: an [`AliasReader`] that does not
+/// read the documents.
+pub struct AliasWatch(AliasReader);
+
+impl AliasWatch {
+    /// Starts polling `GET /_alias/{alias}` of the server at `url` every 5 ms.
+    pub fn start(url: &str, alias: &str) -> Self {
+        Self(AliasReader::spawn(url, alias, false))
+    }
+
+    /// Stops polling and returns every distinct alias state in order.
+    pub fn finish(self) -> Vec<Vec<String>> {
+        self.0.finish().1
     }
 }
 
