@@ -69,12 +69,13 @@ impl WindowDoc {
         body.extend_from_slice(b"\",\"window_end\":\"");
         format_rfc3339_millis(plan.window.end_of(entry.start), &mut body);
         body.push(b'"');
-        for ((name, _), value) in plan.group_by.iter().zip(entry.key.iter()) {
-            write_name(&mut body, name);
+        let (key_leads, agg_leads) = plan.member_leads.split_at(plan.group_by.len());
+        for (lead, value) in key_leads.iter().zip(entry.key.iter()) {
+            body.extend_from_slice(lead);
             value.write_json(&mut body);
         }
-        for (agg, state) in plan.aggregates.iter().zip(entry.state.aggs.iter()) {
-            write_name(&mut body, &agg.name);
+        for ((lead, agg), state) in agg_leads.iter().zip(&plan.aggregates).zip(&entry.state.aggs) {
+            body.extend_from_slice(lead);
             serde_json::to_writer(&mut body, &state.result(&agg.kind)).expect("values serialize");
         }
         body.extend_from_slice(if is_final { b",\"final\":true}" } else { b",\"final\":false}" });
@@ -87,13 +88,6 @@ impl WindowDoc {
             is_final,
         }
     }
-}
-
-/// Appends `,"name":`.
-fn write_name(out: &mut Vec<u8>, name: &str) {
-    out.push(b',');
-    serde_json::to_writer(&mut *out, name).expect("names serialize");
-    out.push(b':');
 }
 
 #[cfg(test)]

@@ -907,6 +907,9 @@ impl PartitionLog {
         advanced && self.is_complete()
     }
 }
+/// A pending window: its start and key.
+type PendingKey = (EpochMillis, Box<[KeyValue]>);
+
 /// Merges windows handed over by workers; a final window becomes a document once every worker
 /// has evicted through its finality point.
 struct FinalMerger {
@@ -914,7 +917,7 @@ struct FinalMerger {
     /// Each window's merged state with its [`WindowState::memory_bytes`] as last counted: a
     /// merge then measures the state once, not before and after (that walk over every
     /// aggregate was 18% of the coordinator's time on the many-small-windows workload).
-    pending: BTreeMap<(EpochMillis, Box<[KeyValue]>), (WindowState, usize)>,
+    pending: BTreeMap<PendingKey, (WindowState, usize)>,
     /// What `pending` holds, kept up to date as it changes.
     memory: StoreMemory,
 }

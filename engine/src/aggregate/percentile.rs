@@ -386,18 +386,37 @@ impl Bins {
         let (Some(&(lo, _)), Some(&(hi, _))) = (pairs.first(), pairs.last()) else {
             return Bins::default();
         };
-        if let Some((offset, counts)) = dense_counts::<u32>(pairs) {
-            let sparse_counts = pairs.iter().all(|&(_, count)| count <= SPARSE_COUNT_MAX);
-            if dense_fits(pairs.len(), (hi - lo + 1) as usize) || !sparse_counts {
-                Bins::Dense { offset, counts }
-            } else {
-                let entries = pairs.iter().map(|&(key, count)| pack(key - lo, count)).collect();
-                Bins::Sparse { base: lo, entries }
-            }
+        let sparse_counts = pairs.iter().all(|&(_, count)| count <= SPARSE_COUNT_MAX);
+        if sparse_counts && !dense_fits(pairs.len(), (hi - lo + 1) as usize) {
+            let entries = pairs.iter().map(|&(key, count)| pack(key - lo, count)).collect();
+            Bins::Sparse { base: lo, entries }
+        } else if let Some((offset, counts)) = dense_counts::<u32>(pairs) {
+            Bins::Dense { offset, counts }
         } else {
             let (offset, counts) = dense_counts::<u64>(pairs).expect("u64 counts");
             Bins::Wide { offset, counts }
         }
+    }
+
+    /// Bins counting each of `keys` (ascending, repeats allowed) once: the keys more than
+    /// `MAX_BINS - 1` below the largest are counted at that floor, as [`Bins::add`] does.
+    fn from_sorted_keys(keys: impl Iterator<Item = i32>) -> Self {
+        let mut pairs: Vec<(i32, u64)> = Vec::with_capacity(EXACT_LIMIT);
+        for key in keys {
+            match pairs.last_mut() {
+                Some((last, count)) if *last == key => *count += 1,
+                _ => pairs.push((key, 1)),
+            }
+        }
+        if let Some(&(max_key, _)) = pairs.last() {
+            let floor = floor(max_key);
+            let below = pairs.partition_point(|&(key, _)| key <= floor);
+            if below > 0 && pairs[0].0 < floor {
+                let folded = pairs[..below].iter().map(|&(_, count)| count).sum();
+                pairs.splice(..below, [(floor, folded)]);
+            }
+        }
+        Bins::from_pairs(&pairs)
     }
 
     /// The `(key, count)` pairs in ascending key order.
@@ -736,12 +755,19 @@ impl PercentileSketch {
         }
     }
 
-    /// Moves the exact values into the bins.
+    /// Moves the exact values into the bins, which are empty while there are exact values.
+    /// The values are sorted, so each sign's keys come out in order and the bins are built
+    /// whole, in one allocation each, rather than by one insertion per value (that was a
+    /// quarter of the percentile's cost on windows of a few dozen values).
     fn bin_exact(&mut self) {
+        debug_assert!(self.positive.is_empty() && self.negative.is_empty() && self.zeros == 0);
         let exact = std::mem::take(&mut self.exact);
-        for run in exact.chunk_by(|a, b| a == b) {
-            self.bin(run[0], run.len() as u64);
-        }
+        let zero = exact.partition_point(|&v| v < 0.0);
+        let positive = exact.partition_point(|&v| v <= 0.0);
+        self.zeros = (positive - zero) as u64;
+        // Ascending negative values are descending keys of the mirrored store.
+        self.negative = Bins::from_sorted_keys(exact[..zero].iter().rev().map(|&v| key(-v)));
+        self.positive = Bins::from_sorted_keys(exact[positive..].iter().map(|&v| key(v)));
     }
 
     /// Adds the state of another partial sketch.
@@ -1087,6 +1113,30 @@ mod tests {
         // Huge counts survive a snapshot.
         let bytes = postcard::to_allocvec(&bins).unwrap();
         assert_eq!(postcard::from_bytes::<Bins>(&bytes).unwrap(), bins);
+    }
+
+    #[test]
+    fn exact_values_are_binned_as_adding_them_one_by_one_would() {
+        let cases: [&[f64]; 4] = [
+            &[3.0, -2.0, 0.0, -0.0, 7.5, 7.5, 1e-300, 1e10, -1e12, -3.0, 2.0],
+            &[1.0; 40],
+            &[-5.0, -5.0, -4.0, -1e-5, -1e9],
+            &[0.0, 0.0],
+        ];
+        for values in cases {
+            let mut exact: Vec<f64> = values.iter().map(|v| v + 0.0).collect();
+            exact.sort_by(f64::total_cmp);
+            let mut binned = PercentileSketch { exact, ..Default::default() };
+            binned.bin_exact();
+            let mut one_by_one = PercentileSketch::default();
+            for &v in values {
+                one_by_one.bin(v + 0.0, 1);
+            }
+            assert!(binned.exact.is_empty());
+            assert_eq!(binned.positive, one_by_one.positive, "{values:?}");
+            assert_eq!(binned.negative, one_by_one.negative, "{values:?}");
+            assert_eq!(binned.zeros, one_by_one.zeros, "{values:?}");
+        }
     }
 
     #[test]
