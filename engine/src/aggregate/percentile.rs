@@ -1049,7 +1049,7 @@ mod tests {
         let one = sketch(&[0.123]);
         assert!(one.heap_bytes() <= 32, "{}", one.heap_bytes());
         assert!(sketch(&[0.5; EXACT_LIMIT]).heap_bytes() <= EXACT_LIMIT * 8);
-        // 40 values over six decades: sparse, ~8 bytes per key, not 8 per bin of the range.
+        // 40 values over six decades: sparse, ~4 bytes per key, not 4 per bin of the range.
         let wide: Vec<f64> = (0..40).map(|i| 10f64.powf(i as f64 * 0.15 - 3.0)).collect();
         let s = sketch(&wide);
         assert!(matches!(s.positive, Bins::Sparse { .. }));
