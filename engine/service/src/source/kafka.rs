@@ -20,6 +20,34 @@ use super::SourceError;
 /// Broker round trips at start-up (metadata, watermarks, offsets for times).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The engine's default for librdkafka's `fetch.queue.backoff.ms` (its own default is 1000).
+///
+/// librdkafka stops fetching once its pre-fetch queue holds `queued.min.messages` (100k)
+/// records and tries again only after `fetch.queue.backoff.ms`. A replay empties such a queue
+/// in a fraction of that second and then waits for the rest of it. Measured against Apache
+/// Kafka 4.1.1 on loopback (1M reference records in one partition, `kappa run --null-sink
+/// --until-caught-up`, 1.0–1.4 CPU-seconds either way, three runs each): 6.6–7.3 s with the
+/// default, 1.8–1.9 s with 10 ms, at about the same RSS (129–143 MiB). A job's
+/// `consumerProperties` may set it otherwise.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// The source consumer's configuration: `config` (brokers, security, the job's
+/// `consumerProperties`) with the engine's defaults where the job sets nothing, and the
+/// settings the engine's correctness depends on forced.
+fn consumer_config(config: &ClientConfig, group: &str) -> ClientConfig {
+    let mut config = config.clone();
+    if config.get("fetch.queue.backoff.ms").is_none() {
+        config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+    }
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error");
+    config
+}
+
 /// Where each partition starts, and why.
 pub type Positions = BTreeMap<u32, i64>;
 
@@ -81,14 +109,7 @@ impl KafkaSource {
     /// offset-out-of-range *error* instead of a silent reset: records deleted by retention under
     /// a running replay must stop it, not skip).
     pub fn new(config: &ClientConfig, topic: &str, group: &str) -> Result<Self, SourceError> {
-        let mut config = config.clone();
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error");
-        let consumer = config
+        let consumer = consumer_config(config, group)
             .create_with_context(SourceContext)
             .map_err(|source| SourceError::Client { source })?;
         Ok(Self { consumer, topic: topic.to_owned(), group: group.to_owned() })
@@ -352,6 +373,21 @@ mod tests {
 
     fn at(ts: &str) -> StartFrom {
         StartFrom::Timestamp { timestamp: ts.into() }
+    }
+
+    #[test]
+    fn the_consumer_refetches_soon_unless_the_job_says_otherwise_and_never_commits_by_itself() {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "localhost:9092").set("enable.auto.commit", "true");
+        let c = consumer_config(&config, "kappa.ns.job.v1");
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some(FETCH_QUEUE_BACKOFF_MS));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"), "forced whatever the job says");
+        assert_eq!(c.get("group.id"), Some("kappa.ns.job.v1"));
+        config.set("fetch.queue.backoff.ms", "250");
+        assert_eq!(consumer_config(&config, "g").get("fetch.queue.backoff.ms"), Some("250"));
+        // librdkafka knows the property: a consumer with it is created.
+        let consumer: Result<BaseConsumer, _> = consumer_config(&config, "g").create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
     }
 
     #[test]
