@@ -6,30 +6,16 @@
 //! cannot go stale); `engine/tests/fixtures.rs` runs every fixture through the engine's
 //! validation, which refuses it.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kappa_crds::{load_manifest, FieldError};
+use kappa_crds::load_manifest;
+
+#[path = "common/fixtures.rs"]
+mod common;
+use common::{fixture_text, fixtures, read};
 
 /// Invalid fixtures the suite must hold at least: one per mistake users really make.
 const MIN_INVALID_FIXTURES: usize = 20;
-/// Header line of a fixture only the engine's CEL compiler refuses.
-const ENGINE_ONLY: &str = "# engine-only: ";
-
-fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(kind);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 #[test]
 fn reference_job_loads() {
@@ -42,8 +28,9 @@ fn reference_job_loads() {
 fn valid_fixtures_load_and_round_trip() {
     let files = fixtures("valid");
     assert!(files.len() >= 2, "expected the reference job and at least one more valid fixture");
-    for path in files {
-        let job = load_manifest(&read(&path))
+    for fixture in files {
+        let path = &fixture.path;
+        let job = load_manifest(&fixture.text)
             .unwrap_or_else(|e| panic!("{} should load:\n{e}", path.display()));
         // What the operator writes back (and `kubectl get -o yaml` shows) reads as the same job.
         let yaml = serde_yaml::to_string(&job).expect("a job serializes");
@@ -66,43 +53,32 @@ fn invalid_fixtures_are_refused_at_the_expected_path() {
         "only {} invalid fixtures; keep at least {MIN_INVALID_FIXTURES}",
         files.len()
     );
-    for path in files {
-        let text = read(&path);
-        let expected = text
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("# expect: "))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("{} must start with `# expect: <path>`", path.display()));
-        let header = text.lines().take_while(|line| line.starts_with('#'));
-        if header.into_iter().any(|line| line.starts_with(ENGINE_ONLY)) {
-            if let Err(e) = load_manifest(&text) {
+    for fixture in files {
+        if fixture.engine_only() {
+            if let Err(e) = load_manifest(&fixture.text) {
                 panic!(
                     "{} is marked engine-only but this crate refuses it already; remove the \
                      marker:\n{e}",
-                    path.display()
+                    fixture.path.display()
                 );
             }
             continue;
         }
-        let errors: Vec<FieldError> = match load_manifest(&text) {
-            Ok(_) => panic!("{} was accepted; it should fail at {expected}", path.display()),
-            Err(e) => e.field_errors(),
-        };
-        assert!(
-            errors.iter().any(|e| e.path == expected && !e.message.is_empty()),
-            "{}: no error at {expected}; got:\n{}",
-            path.display(),
-            errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
-        );
+        match load_manifest(&fixture.text) {
+            Ok(_) => panic!(
+                "{} was accepted; it should fail at {}",
+                fixture.path.display(),
+                fixture.expected_path()
+            ),
+            Err(e) => fixture.assert_refused(&e.field_errors()),
+        }
     }
 }
 
 #[test]
 fn shape_errors_tell_the_fix() {
     let message = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/invalid").join(name);
-        load_manifest(&read(&path)).expect_err("invalid fixture").to_string()
+        load_manifest(&fixture_text("invalid", name)).expect_err("invalid fixture").to_string()
     };
     let typo = message("typo-field-name.yaml");
     assert!(typo.contains("unknown field `maxLatenes`, expected one of"), "{typo}");
@@ -150,10 +126,7 @@ fn examples_are_the_valid_fixtures() {
     for name in ["tx-stats.yaml", "page-views.yaml"] {
         let example = kappa_crds::load_manifest(&read(&examples.join(name)))
             .unwrap_or_else(|e| panic!("examples/{name}: {e}"));
-        let fixture = kappa_crds::load_manifest(&read(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid").join(name),
-        ))
-        .unwrap();
+        let fixture = kappa_crds::load_manifest(&fixture_text("valid", name)).unwrap();
         assert_eq!(
             (&example.metadata.name, &example.spec),
             (&fixture.metadata.name, &fixture.spec),

@@ -3,71 +3,44 @@
 //! at the path its `# expect:` line names, those marked `# engine-only:` included (their CEL
 //! parses, and only the engine's compiler refuses it), and every valid fixture compiles.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-
 use kappa_engine::plan::{self, JobPlan};
 
-fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/fixtures").join(kind);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
+#[path = "../../crds/tests/common/fixtures.rs"]
+mod common;
+use common::{fixture_text, fixtures};
 
 #[test]
 fn every_invalid_fixture_is_refused_at_the_expected_path() {
     let mut engine_only = 0;
-    for path in fixtures("invalid") {
-        let text = read(&path);
-        let expected = text
-            .lines()
-            .next()
-            .and_then(|line| line.strip_prefix("# expect: "))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("{} must start with `# expect: <path>`", path.display()));
-        if text.lines().take_while(|l| l.starts_with('#')).any(|l| l.starts_with("# engine-only:"))
-        {
-            engine_only += 1;
+    for fixture in fixtures("invalid") {
+        engine_only += usize::from(fixture.engine_only());
+        match plan::load_manifest(&fixture.text) {
+            Ok(_) => panic!(
+                "{} was accepted; it should fail at {}",
+                fixture.path.display(),
+                fixture.expected_path()
+            ),
+            Err(e) => fixture.assert_refused(&e.field_errors()),
         }
-        let errors = match plan::load_manifest(&text) {
-            Ok(_) => panic!("{} was accepted; it should fail at {expected}", path.display()),
-            Err(e) => e.field_errors(),
-        };
-        assert!(
-            errors.iter().any(|e| e.path == expected && !e.message.is_empty()),
-            "{}: no error at {expected}; got:\n{}",
-            path.display(),
-            errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
-        );
     }
     assert!(engine_only >= 4, "only {engine_only} fixtures exercise the engine's CEL compiler");
 }
 
 #[test]
 fn every_valid_fixture_passes_and_compiles() {
-    for path in fixtures("valid") {
-        let job = plan::load_manifest(&read(&path)).unwrap_or_else(|e| {
-            panic!("{} should pass the engine's validation:\n{e}", path.display())
-        });
-        JobPlan::compile(&job).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for fixture in fixtures("valid") {
+        let path = fixture.path.display();
+        let job = plan::load_manifest(&fixture.text)
+            .unwrap_or_else(|e| panic!("{path} should pass the engine's validation:\n{e}"));
+        JobPlan::compile(&job).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
 
 #[test]
 fn refusals_name_the_construct_and_what_is_supported_instead() {
     let refusal = |name: &str| {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/fixtures/invalid").join(name);
-        plan::load_manifest(&read(&path)).expect_err("an invalid fixture").to_string()
+        let text = fixture_text("invalid", name);
+        plan::load_manifest(&text).expect_err("an invalid fixture").to_string()
     };
     let exists = refusal("cel-exists-macro.yaml");
     assert!(
