@@ -182,6 +182,13 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         }
 }
 
+/// Heap bytes of a boxed key: its values and their strings.
+pub fn key_heap_bytes(key: &[KeyValue]) -> usize {
+    let strings: usize =
+        key.iter().map(|v| if let KeyValue::Str(s) = v { s.len() } else { 0 }).sum();
+    std::mem::size_of_val(key) + strings
+}
+
 /// Interns group keys to dense ids.
 ///
 /// A key is looked up by the record's values where they lie: a hash of each canonical value
@@ -198,19 +205,9 @@ pub struct KeyInterner {
 impl KeyInterner {
     /// Approximate bytes held: the lookup table, the keys and their hashes.
     pub fn memory_bytes(&self) -> usize {
-        let values: usize = self
-            .keys
-            .iter()
-            .flat_map(|k| k.iter())
-            .map(|v| match v {
-                KeyValue::Str(s) => s.len(),
-                _ => 0,
-            })
-            .sum();
         self.ids.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.keys.capacity() * std::mem::size_of::<Box<[KeyValue]>>()
-            + self.keys.iter().map(|k| std::mem::size_of_val::<[KeyValue]>(k)).sum::<usize>()
-            + values
+            + self.keys.iter().map(|k| key_heap_bytes(k)).sum::<usize>()
             + self.hashes.capacity() * 8
     }
 

@@ -36,7 +36,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use crate::key::KeyValue;
+use crate::key::{key_heap_bytes, KeyValue};
 use crate::output::WindowDoc;
 use crate::plan::JobPlan;
 use crate::store::{
@@ -482,8 +482,8 @@ pub fn stream_files(
                 if let Some(wm) = progress.watermark() {
                     if last_evict.is_none_or(|l| wm > l) {
                         last_evict = Some(wm);
+                        let ended = wm.saturating_sub(options.settle_after_ms.max(0));
                         for tx in &command_txs {
-                            let ended = wm.saturating_sub(options.settle_after_ms.max(0));
                             let _ = tx.send(Command::Evict { watermark: wm, ended });
                         }
                     }
@@ -640,8 +640,7 @@ impl MemoryPeak {
         self.latest[worker] = sample;
         let mut total = merger;
         self.latest.iter().for_each(|m| total.add(m));
-        let bytes = |m: &StoreMemory| m.state_bytes + m.index_bytes;
-        if bytes(&total) > bytes(&self.peak) {
+        if total.bytes() > self.peak.bytes() {
             self.peak = total;
         }
     }
@@ -925,10 +924,7 @@ struct FinalMerger {
 /// Bytes a pending window costs besides its state: its B-tree slot (nodes are about 2/3 full)
 /// and its key on the heap.
 fn pending_overhead(key: &[KeyValue]) -> usize {
-    let slot = std::mem::size_of::<((EpochMillis, Box<[KeyValue]>), WindowState)>() * 3 / 2;
-    let strings: usize =
-        key.iter().map(|k| if let KeyValue::Str(s) = k { s.len() } else { 0 }).sum();
-    slot + std::mem::size_of_val(key) + strings
+    std::mem::size_of::<(PendingKey, (WindowState, usize))>() * 3 / 2 + key_heap_bytes(key)
 }
 
 impl FinalMerger {
@@ -944,7 +940,6 @@ impl FinalMerger {
     fn merge(&mut self, entries: Vec<WindowEntry>) {
         use std::collections::btree_map::Entry;
         for e in entries {
-            let overhead = pending_overhead(&e.key);
             match self.pending.entry((e.start, e.key)) {
                 Entry::Occupied(mut pending) => {
                     let (state, bytes) = pending.get_mut();
@@ -957,7 +952,7 @@ impl FinalMerger {
                     let bytes = e.state.memory_bytes();
                     self.memory.open_windows += 1;
                     self.memory.state_bytes += bytes;
-                    self.memory.index_bytes += overhead;
+                    self.memory.index_bytes += pending_overhead(&pending.key().1);
                     pending.insert((e.state, bytes));
                 }
             }

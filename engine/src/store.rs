@@ -528,9 +528,19 @@ impl StoreMemory {
         self.index_bytes += other.index_bytes;
     }
 
+    /// State and index bytes together.
+    pub fn bytes(&self) -> usize {
+        self.state_bytes + self.index_bytes
+    }
+
+    /// `bytes` per open window (0 without any).
+    pub fn per_window(&self, bytes: usize) -> usize {
+        bytes.checked_div(self.open_windows).unwrap_or(0)
+    }
+
     /// State and index bytes per open window (0 without any).
     pub fn bytes_per_window(&self) -> usize {
-        (self.state_bytes + self.index_bytes).checked_div(self.open_windows).unwrap_or(0)
+        self.per_window(self.bytes())
     }
 }
 

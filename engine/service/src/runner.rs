@@ -587,9 +587,9 @@ impl Engine {
         self.dead_letters.flush()?;
         let snapshot = self.processor.snapshot_bytes();
         let bytes = snapshot.len() as u64;
-        let memory = WindowMemory::from(self.processor.memory());
-        self.board.metrics.window_memory.set((memory.state_bytes + memory.index_bytes) as i64);
-        self.window_memory = Some(memory);
+        let memory = self.processor.memory();
+        self.board.metrics.window_memory.set(memory.bytes() as i64);
+        self.window_memory = Some(WindowMemory::from(memory));
         let taken_at_ms = now_ms();
         self.store.save(&Checkpoint { seq: self.next_seq, taken_at_ms, snapshot })?;
         // The committed offsets mirror the checkpoint for lag tools; the checkpoint is what a

@@ -148,8 +148,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         options.threads,
         m.open_windows,
         m.bytes_per_window(),
-        m.state_bytes.checked_div(m.open_windows).unwrap_or(0),
-        m.index_bytes.checked_div(m.open_windows).unwrap_or(0),
+        m.per_window(m.state_bytes),
+        m.per_window(m.index_bytes),
     );
     Ok(ExitCode::SUCCESS)
 }
