@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use super::error::EvalError;
 use super::eval::{self, CmpOp, Node};
-use crate::time::days_from_civil;
+use crate::time::{days_from_civil, days_in_month};
 use crate::value::Value;
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
@@ -220,11 +220,9 @@ pub(super) fn parse_timestamp(text: &str) -> Result<i128, String> {
         }
         _ => return Err(layout()),
     };
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     let valid_date = (1..=12).contains(&month)
         && day >= 1
-        && day <= month_days[(month as usize).saturating_sub(1).min(11)];
+        && day <= i128::from(days_in_month(year as i64, month as i64));
     if year == 0 || !valid_date || hour > 23 || minute > 59 || second > 59 {
         return Err(format!("{text:?} has an out-of-range date or time (years 1 to 9999)"));
     }
