@@ -232,17 +232,10 @@ fn free_port() -> u16 {
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("engine did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kappa_testkit::process::exit_within(child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("engine did not finish within {limit:?}");
+    })
 }
 
 /// `GET /status` of an engine, if it answers.

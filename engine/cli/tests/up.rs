@@ -15,6 +15,7 @@ use kappa_crds::StreamJob;
 use kappa_engine::gen::GenConfig;
 use kappa_testkit::elastic::ElasticPeer;
 use kappa_testkit::kafka::MockKafka;
+use kappa_testkit::process::exit_within;
 use kappa_testkit::reader::{AliasReader, AliasWatch};
 use kappa_testkit::reference::Reference;
 use serde_json::Value as Json;
@@ -175,17 +176,10 @@ fn api_server(state: &Path) -> Option<String> {
 
 fn stop(child: &mut Child) -> std::process::ExitStatus {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("kappa up did not stop within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    exit_within(child, Duration::from_secs(90)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("kappa up did not stop within 90 s");
+    })
 }
 
 fn text(output: &Output) -> String {
@@ -215,17 +209,10 @@ fn up_refuses_a_job_whose_cel_the_engine_cannot_compile() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            stop(&mut up);
-            panic!("kappa up accepted the job and ran");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut up, Duration::from_secs(60)).unwrap_or_else(|| {
+        stop(&mut up);
+        panic!("kappa up accepted the job and ran");
+    });
     let output = up.wait_with_output().unwrap();
     assert!(!status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);

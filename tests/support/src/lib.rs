@@ -2,7 +2,7 @@
 //! peers ([`kafka`]: librdkafka's in-process MockCluster; [`opensearch`]: a real OpenSearch
 //! node; [`osmem`]: the osmem-server imitation of the Elasticsearch API; [`elastic`]: either
 //! one for a test; [`kube_api`]: an in-memory Kubernetes API behind a real `kube::Client`),
-//! what a reader of an index sees ([`reader`]), the reference job and workloads ([`job`]) and
+//! what a reader of an index sees ([`reader`]), waiting for child processes ([`process`]), the reference job and workloads ([`job`]) and
 //! its independent batch reference ([`reference`](mod@reference)).
 
 pub mod elastic;
@@ -13,5 +13,6 @@ pub mod kafka;
 pub use kappa_operator::local::api as kube_api;
 pub mod opensearch;
 pub mod osmem;
+pub mod process;
 pub mod reader;
 pub mod reference;
